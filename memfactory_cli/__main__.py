@@ -1,0 +1,3 @@
+from memfactory_cli.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Agents: assemble modules and roll out episodes into trajectories of turns."""

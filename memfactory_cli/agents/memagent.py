@@ -1,0 +1,82 @@
+"""MemAgent: read a document chunk by chunk, overwrite a bounded memory each turn, then answer from the memory.
+
+All trajectories advance together: turn k of every still-reading trajectory (across all questions and all G samples)
+is one generate call; trajectories whose document ran out drop out, and all answers are one final call.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memfactory_cli.agents.base import Episode, Trajectory, Turn
+from memfactory_cli.config.loader import build_dataclass
+from memfactory_cli.errors import UserError
+from memfactory_cli.generation.base import Generator
+from memfactory_cli.registry import register, registry
+
+
+def build_module(family: str, spec: dict[str, Any], tokenizer: Any, where: str) -> Any:
+    """Instantiate a registered module from its recipe spec ``{name: ..., **options}``."""
+    options = dict(spec)
+    name = options.pop("name", None)
+    if not name:
+        raise UserError(f"{where}.name is required (one of: {', '.join(registry(family).names())})")
+    cls = registry(family).get(name)
+    return cls(tokenizer, build_dataclass(cls.Config, options, where))
+
+
+@register("agent", "memagent")
+class MemAgent:
+    """Recurrent-memory agent. Module slot: ``memory`` (family ``recurrent_memory``)."""
+
+    slots = {"memory": "recurrent_memory"}
+
+    def __init__(self, tokenizer: Any, modules: dict[str, dict[str, Any]]):
+        unknown = set(modules) - set(self.slots)
+        if unknown:
+            raise UserError(f"agent.modules.{sorted(unknown)[0]}: memagent has no such slot; slots: {', '.join(self.slots)}")
+        spec = modules.get("memory", {"name": "recurrent_memory"})
+        self.tokenizer = tokenizer
+        self.memory = build_module("recurrent_memory", spec, tokenizer, "agent.modules.memory")
+
+    def episode(self, row: dict[str, Any]) -> Episode:
+        return self.episodes([row])[0]
+
+    def episodes(self, rows: list[dict[str, Any]]) -> list[Episode]:
+        """Tokenise questions and documents in two batched calls."""
+        if not rows:
+            return []
+        enc = self.tokenizer([r["question"] for r in rows] + [r["context"] for r in rows], add_special_tokens=False)
+        ids = enc["input_ids"]
+        return [Episode(row, ids[i], ids[len(rows) + i]) for i, row in enumerate(rows)]
+
+    def rollout(self, episodes: list[Episode], generator: Generator) -> list[Trajectory]:
+        m = self.memory
+        chunks = [m.chunks(e.context_ids) for e in episodes]
+        memory = [m.initial_memory for _ in episodes]
+        memory_trace: list[list[list[int]]] = [[] for _ in episodes]
+        trajectories = [Trajectory(episode=e) for e in episodes]
+        for k in range(max((len(c) for c in chunks), default=0)):
+            active = [i for i, c in enumerate(chunks) if k < len(c)]
+            prompts = [m.update_prompt(episodes[i].question_ids, memory[i], chunks[i][k]) for i in active]
+            completions = generator.generate(prompts, m.config.max_memory_tokens)
+            for i, prompt, completion in zip(active, prompts, completions):
+                trajectories[i].turns.append(Turn("memory_update", prompt, completion, m.finished(completion)))
+                memory[i] = m.next_memory(memory[i], completion)
+                memory_trace[i].append(memory[i])
+        prompts = [m.final_prompt(e.question_ids, memory[i]) for i, e in enumerate(episodes)]
+        completions = generator.generate(prompts, m.config.max_answer_tokens)
+        for traj, prompt, completion in zip(trajectories, prompts, completions):
+            traj.turns.append(Turn("answer", prompt, completion, m.finished(completion)))
+        self._decode(trajectories, memory_trace)
+        return trajectories
+
+    def _decode(self, trajectories: list[Trajectory], memory_trace: list[list[list[int]]]) -> None:
+        """Fill turn texts and the memory trace with one batched decode."""
+        seqs = [t.completion_ids for traj in trajectories for t in traj.turns] + [m for trace in memory_trace for m in trace]
+        texts = iter(self.tokenizer.batch_decode(seqs, skip_special_tokens=True))
+        for traj in trajectories:
+            for turn in traj.turns:
+                turn.text = next(texts).strip()
+        for traj, trace in zip(trajectories, memory_trace):
+            traj.memories = [next(texts).strip() for _ in trace]

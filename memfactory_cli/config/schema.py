@@ -1,0 +1,136 @@
+"""The recipe schema: typed dataclasses are the truth, YAML only writes them.
+
+Every field's ``help`` metadata is what ``memfactory check`` and the docs show. Field names are what users type
+in recipes and dot-overrides (``trainer.max_steps=2``), so renaming one is a breaking change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional  # noqa: UP035  (OmegaConf needs typing generics)
+
+
+def _help(text: str, default: Any = None, **kw: Any) -> Any:
+    if "default_factory" in kw:
+        return field(default_factory=kw["default_factory"], metadata={"help": text})
+    return field(default=default, metadata={"help": text})
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = _help("Train LoRA adapters through peft instead of all weights.", False)
+    r: int = _help("LoRA rank.", 16)
+    alpha: int = _help("LoRA alpha.", 32)
+    dropout: float = _help("LoRA dropout.", 0.0)
+    target_modules: List[str] = _help(
+        "Module names to adapt.", default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = _help("Hub id, local folder, or alias (`memfactory list` shows the aliases).", "tiny-qwen3")
+    dtype: str = _help("Weights dtype for loading: float32 (fp32 master weights) | bfloat16 | auto.", "float32")
+    attn_implementation: str = _help("auto (flash_attention_2 on CUDA when installed, else sdpa) | sdpa | eager.", "auto")
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class AgentConfig:
+    name: str = _help("Registered agent: memagent.", "memagent")
+    modules: Dict[str, Dict[str, Any]] = _help(
+        "Slot -> module spec ({name: <registered module>, ...its options}).",
+        default_factory=lambda: {"memory": {"name": "recurrent_memory"}},
+    )
+
+
+@dataclass
+class EnvConfig:
+    name: str = _help("Registered environment: longcontext.", "longcontext")
+
+
+@dataclass
+class DataConfig:
+    train: str = _help("Training set: a registered dataset name, a local .json/.jsonl/.parquet file, or a hub id.", "synth_train")
+    eval: Optional[str] = _help("Held-out set for evaluation before/after training (same forms as `train`).", "synth_eval")
+    train_limit: Optional[int] = _help("Use only the first N training rows.", None)
+    eval_limit: Optional[int] = _help("Use only the first N held-out rows.", None)
+    seed: int = _help("Seed for the synthetic generator.", 0)
+    synth: Dict[str, Any] = _help("Options of the synthetic generator (see `memfactory data synth --help`).", default_factory=dict)
+
+
+@dataclass
+class RewardSpec:
+    name: str = _help("Registered reward, or dotted path `pkg.mod:func`.", "exact_match")
+    weight: float = _help("Weight in the summed reward.", 1.0)
+    args: Dict[str, Any] = _help("Keyword arguments of the reward.", default_factory=dict)
+
+
+@dataclass
+class GenerationConfig:
+    backend: str = _help("hf (transformers generate). vllm arrives with the scaling work.", "hf")
+    temperature: float = _help("Sampling temperature for training rollouts.", 1.0)
+    top_p: float = _help("Nucleus sampling for training rollouts.", 1.0)
+    top_k: int = _help("Top-k for training rollouts (0 = off).", 0)
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = _help("Optimizer steps.", 10)
+    questions_per_step: int = _help("Questions per optimizer step (each sampled num_generations times).", 4)
+    num_generations: int = _help("Group size G: trajectories per question.", 4)
+    gradient_accumulation_steps: int = _help("Micro-batches per optimizer step (rows are split evenly across them).", 1)
+    learning_rate: float = _help("Peak learning rate.", 1e-6)
+    lr_scheduler_type: str = _help("transformers scheduler name.", "constant_with_warmup")
+    warmup_steps: int = _help("Linear warm-up steps.", 0)
+    weight_decay: float = _help("AdamW weight decay.", 0.0)
+    max_grad_norm: float = _help("Gradient clipping norm.", 1.0)
+    beta: float = _help("KL coefficient against the reference model (0 = no reference model).", 0.0)
+    epsilon: float = _help("PPO clip range.", 0.2)
+    num_iterations: int = _help("Optimisation passes per generation (mu).", 1)
+    loss_type: str = _help("TRL loss aggregation; dapo = token-mean over all rows of the step.", "dapo")
+    scale_rewards: str = _help("Advantage scaling: group (divide by group std) | batch | none (MemAgent).", "group")
+    seed: int = _help("Training seed.", 42)
+    device: str = _help("auto | cpu | cuda. A recipe that says cuda fails fast without a GPU.", "auto")
+    bf16: str = _help("auto (on when the device supports it) | true | false: bf16 autocast over fp32 weights.", "auto")
+    gradient_checkpointing: bool = _help("Recompute activations in the backward pass to save memory.", False)
+    save_steps: int = _help("Save a checkpoint every N steps (0 = only final/).", 0)
+    logging_steps: int = _help("Log every N steps.", 1)
+    eval_before_after: bool = _help("Evaluate data.eval greedily before and after training and print the table.", False)
+
+
+@dataclass
+class LoggingConfig:
+    swanlab: str = _help("offline (default) | disabled | cloud (needs SWANLAB_API_KEY).", "offline")
+    project: str = _help("SwanLab project.", "memfactory")
+    experiment: Optional[str] = _help("SwanLab experiment name (default: the output folder name).", None)
+    rollout_samples: int = _help("Trajectories per step written to rollouts.jsonl.", 2)
+    progress: bool = _help("Show the rich progress bar.", True)
+
+
+@dataclass
+class OutputConfig:
+    dir: str = _help("Run directory: config.yaml, metrics.jsonl, rollouts.jsonl, checkpoint-*/, final/.", "runs/default")
+
+
+@dataclass
+class EvalConfig:
+    k: int = _help("Samples per question (avg@k).", 1)
+    greedy: bool = _help("Greedy decoding (k must be 1).", True)
+    temperature: float = _help("Sampling temperature when not greedy.", 0.7)
+    top_p: float = _help("Nucleus sampling when not greedy.", 0.95)
+    batch_size: int = _help("Trajectories advanced together per generate call.", 64)
+
+
+@dataclass
+class RecipeConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rewards: List[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="exact_match")])
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)

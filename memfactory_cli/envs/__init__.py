@@ -1,0 +1,1 @@
+"""Environments: turn datasets into episodes and say how an answer is scored."""

@@ -1,0 +1,1 @@
+"""Model and tokenizer loading: hub ids, local folders and offline aliases."""

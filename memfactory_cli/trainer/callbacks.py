@@ -1,0 +1,128 @@
+"""What a run leaves behind and shows: metrics.jsonl, rollouts.jsonl, SwanLab, the progress bar, final/.
+
+Switched-off outputs are null objects (``NullSink``, no SwanLab callback), so the training code never branches on
+logging settings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from memfactory_cli.errors import UserError
+
+RENAMES = {"reward": "reward/mean", "reward_std": "reward/std"}
+
+
+class JsonlSink:
+    """Append-only JSON lines, flushed per line, so a crash never leaves a half-written record behind."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+class RolloutSink:
+    """Writes ``samples`` trajectories per step (question, memory after each chunk, answer, rewards)."""
+
+    def __init__(self, path: Path, samples: int, seed: int = 0):
+        self.sink = JsonlSink(path)
+        self.samples = samples
+        self.rng = random.Random(seed)
+
+    def write(self, step: int, trajectories: list[Any]) -> None:
+        picked = self.rng.sample(range(len(trajectories)), min(self.samples, len(trajectories)))
+        for i in sorted(picked):
+            self.sink.append({"step": step, "slot": i, **trajectories[i].to_record()})
+
+
+class NullSink:
+    def write(self, step: int, trajectories: list[Any]) -> None:
+        pass
+
+
+class MetricsCallback(TrainerCallback):
+    """One ``metrics.jsonl`` line per logged step, with memfactory's metric names."""
+
+    def __init__(self, path: Path):
+        self.sink = JsonlSink(path)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or "loss" not in logs:
+            return
+        record: dict[str, Any] = {"step": state.global_step}
+        for key, value in logs.items():
+            if isinstance(value, float) and math.isnan(value):
+                value = None
+            record[RENAMES.get(key, key)] = value
+        self.sink.append(record)
+
+
+class ProgressCallback(TrainerCallback):
+    """A rich progress bar with the last step's phase timings and reward."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("{task.fields[info]}")
+        )
+        self.task = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, info="generating…")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.task is None or not logs or "loss" not in logs:
+            return
+
+        def fmt(key: str) -> str:
+            value = logs.get(key)
+            return "-" if value is None else f"{value:.1f}s"
+
+        reward = logs.get("reward")
+        info = (
+            f"gen {fmt('time/generate_s')} · reward {fmt('time/reward_s')} · update {fmt('time/update_s')}"
+            f" · R {reward if reward is None else f'{reward:.3f}'} · rows {int(logs.get('rows', 0))}"
+        )
+        self.progress.update(self.task, completed=state.global_step, info=info)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.task is not None:
+            self.progress.stop()
+
+
+def swanlab_callbacks(mode: str, project: str, experiment: str, log_dir: Path, config: dict[str, Any]) -> list[Any]:
+    """SwanLab through its own callback (transformers' ``report_to="swanlab"`` is broken with these versions).
+
+    ``offline`` writes ``<run>/swanlog`` and never touches the network; ``cloud`` needs ``SWANLAB_API_KEY`` and
+    never falls back to an interactive login; ``disabled`` returns no callback at all.
+    """
+    if mode == "disabled":
+        return []
+    if mode not in ("offline", "cloud"):
+        raise UserError(f"logging.swanlab must be offline, disabled or cloud, not '{mode}'")
+    if mode == "cloud" and not os.environ.get("SWANLAB_API_KEY"):
+        raise UserError("logging.swanlab=cloud needs the SWANLAB_API_KEY environment variable; use offline instead")
+    from swanlab.integration.transformers import SwanLabCallback
+
+    callback = SwanLabCallback(
+        project=project, experiment_name=experiment, mode="online" if mode == "cloud" else "offline", log_dir=str(log_dir)
+    )
+    callback.update_config({"recipe": config})
+    return [callback]

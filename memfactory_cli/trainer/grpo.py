@@ -1,0 +1,232 @@
+"""``MemGRPOTrainer``: TRL's GRPOTrainer, taught that one trajectory is several training rows.
+
+How one generation batch flows (slots = questions x G, already repeated G times in a row by TRL's sampler):
+
+1. ``_generate_and_score_completions`` stashes the batch and calls TRL's own implementation, which calls
+   ``rollout_func`` = :meth:`_rollout`. The agent rolls out every slot through :class:`TrainerGenerator` (TRL's own
+   generation path) and hands TRL each trajectory's *final* turn, plus extra fields for the rewards.
+2. TRL scores the final turns with the reward functions, gathers rewards across processes and computes the group
+   advantage once per trajectory, within its question's G. It also computes old/reference log-probs of those rows.
+3. :meth:`_expand_rows` appends one row per memory-update turn, each with exactly the prompt ids it was sampled
+   with and its trajectory's advantage, computes their old/reference log-probs when TRL needs them, pads the row
+   count to a multiple of ``steps_per_generation`` (equal on every rank) with loss-masked copies, and recomputes
+   ``num_items_in_batch``. Turns are never concatenated into one sequence.
+
+With ``loss_type="dapo"`` (the default) the S micro-batches of a step average to the token-mean over all rows of the
+step, whatever the row count of each micro-batch: this is MemAgent's token-mean loss aggregation.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from trl import GRPOTrainer
+from trl.trainer.utils import use_adapter
+
+from memfactory_cli.agents.base import Trajectory
+
+PHASES = ("generate", "reward")
+
+
+def score_only_completion_positions() -> None:
+    """Make TRL's fused LM head project only completion positions on CPU too.
+
+    TRL compacts to the labelled positions only on Triton devices (elsewhere it keeps tile shapes fixed to avoid
+    recompilation, which matters on Neuron, not on CPU) and projects every prompt position through the LM head.
+    MemAgent rows are mostly prompt (chunk + memory), so on CPU this wasted most of the update time: see
+    ``bench/logprobs.py``. Only the compaction switch in ``trl.trainer.utils`` is changed, not the kernels.
+    """
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None or getattr(original, "_memfactory", False):
+        return
+
+    def compact(device: torch.device) -> bool:
+        return device.type == "cpu" or original(device)
+
+    compact._memfactory = True  # type: ignore[attr-defined]
+    trl_utils._use_triton = compact
+
+
+class TrainerGenerator:
+    """Generation through the trainer's own path (HF generate, or vLLM when TRL is configured for it)."""
+
+    def __init__(self, trainer: GRPOTrainer):
+        self.trainer = trainer
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        if not prompts:
+            return []
+        config = self.trainer.generation_config
+        previous = config.max_new_tokens
+        config.max_new_tokens = max_new_tokens
+        try:
+            completion_ids, _ = self.trainer._generate_single_turn(prompts, None, {}, 1)
+        finally:
+            config.max_new_tokens = previous
+        return completion_ids
+
+
+def _pad(seqs: list[list[int]], value: int, side: str, width: int | None = None) -> torch.Tensor:
+    width = max([len(s) for s in seqs] + [width or 0])
+    out = torch.full((len(seqs), width), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            if side == "left":
+                out[i, width - len(s) :] = torch.tensor(s)
+            else:
+                out[i, : len(s)] = torch.tensor(s)
+    return out
+
+
+def _widen(t: torch.Tensor, width: int, value: float, side: str) -> torch.Tensor:
+    extra = width - t.size(1)
+    if extra <= 0:
+        return t
+    fill = torch.full((t.size(0), extra), value, dtype=t.dtype, device=t.device)
+    return torch.cat([fill, t] if side == "left" else [t, fill], dim=1)
+
+
+class MemGRPOTrainer(GRPOTrainer):
+    def __init__(self, *args: Any, agent: Any, rollout_sink: Any, **kwargs: Any):
+        self.agent = agent
+        self.rollout_sink = rollout_sink
+        self._batch_inputs: list[dict[str, Any]] = []
+        self._trajectories: list[Trajectory] = []
+        self._phase_seconds = dict.fromkeys(PHASES, 0.0)
+        score_only_completion_positions()
+        super().__init__(*args, rollout_func=self._rollout, **kwargs)
+
+    # -- generation -------------------------------------------------------------------------------------------
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        self._batch_inputs = inputs
+        out = super()._generate_and_score_completions(inputs)
+        return self._expand_rows(out)
+
+    def _rollout(self, prompts: list[Any], trainer: GRPOTrainer) -> dict[str, Any]:
+        start = time.perf_counter()
+        episodes = self.agent.episodes(self._batch_inputs)
+        self._trajectories = self.agent.rollout(episodes, TrainerGenerator(self))
+        self._phase_seconds["generate"] += time.perf_counter() - start
+        final = [t.turns[-1] for t in self._trajectories]
+        return {
+            "prompt_ids": [turn.prompt_ids for turn in final],
+            "completion_ids": [turn.completion_ids for turn in final],
+            "logprobs": None,
+            "memory_within_budget": [t.memory_within_budget for t in self._trajectories],
+        }
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        start = time.perf_counter()
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._phase_seconds["reward"] += time.perf_counter() - start
+        local = rewards[self.accelerator.process_index * len(prompts) :][: len(prompts)]
+        weights = self.reward_weights.to(local.device)
+        for traj, row in zip(self._trajectories, local.cpu()):
+            traj.rewards = {n: (None if torch.isnan(v) else float(v)) for n, v in zip(self.reward_func_names, row)}
+            traj.reward = None if torch.isnan(row).all() else float((row * weights.cpu()).nansum())
+        return rewards
+
+    # -- rows -------------------------------------------------------------------------------------------------
+    def _memory_logps(self, which: str, ids: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
+        batch = self.args.per_device_train_batch_size
+        with torch.no_grad():
+            if which == "old" or self.ref_model is not None:
+                model = self.model if which == "old" else self.ref_model
+                return self._get_per_token_logps_and_entropies(model, ids, mask, keep, batch_size=batch)[0]
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
+                return self._get_per_token_logps_and_entropies(self.model, ids, mask, keep, batch_size=batch)[0]
+
+    def _expand_rows(self, out: dict[str, Any]) -> dict[str, Any]:
+        if "importance_sampling_ratio" in out or "sampling_per_token_logps" in out:
+            raise NotImplementedError("vLLM importance-sampling correction for memory rows is not implemented yet")
+        device = out["prompt_ids"].device
+        pad_id = self._tokenizer.pad_token_id
+        slots, prompts, completions = [], [], []
+        for slot, traj in enumerate(self._trajectories):
+            for turn in traj.turns[:-1]:
+                if turn.trainable:
+                    slots.append(slot)
+                    prompts.append(turn.prompt_ids)
+                    completions.append(turn.completion_ids)
+        n_final = out["prompt_ids"].size(0)
+        if slots:
+            mem_prompt = _pad(prompts, pad_id, "left").to(device)
+            mem_prompt_mask = _pad([[1] * len(p) for p in prompts], 0, "left").to(device)
+            mem_completion = _pad(completions, pad_id, "right").to(device)
+            mem_completion_mask = _pad([[1] * len(c) for c in completions], 0, "right").to(device)
+            p_width = max(mem_prompt.size(1), out["prompt_ids"].size(1))
+            c_width = max(mem_completion.size(1), out["completion_ids"].size(1))
+            logps = {}
+            for key, which in (("old_per_token_logps", "old"), ("ref_per_token_logps", "ref")):
+                if out.get(key) is not None:
+                    ids = torch.cat([mem_prompt, mem_completion], dim=1)
+                    mask = torch.cat([mem_prompt_mask, mem_completion_mask], dim=1)
+                    logps[key] = self._memory_logps(which, ids, mask, mem_completion.size(1))
+            index = torch.tensor(slots, device=device)
+            for key, new, value, side in (
+                ("prompt_ids", mem_prompt, pad_id, "left"),
+                ("prompt_mask", mem_prompt_mask, 0, "left"),
+                ("completion_ids", mem_completion, pad_id, "right"),
+                ("completion_mask", mem_completion_mask, 0, "right"),
+                *((k, v, 0.0, "right") for k, v in logps.items()),
+            ):
+                width = p_width if key.startswith("prompt") else c_width
+                out[key] = torch.cat([_widen(out[key], width, value, side), _widen(new, width, value, side)])
+            out["advantages"] = torch.cat([out["advantages"], out["advantages"][index]])
+        self._pad_row_count(out)
+        loss_mask = out["completion_mask"] * out["tool_mask"] if "tool_mask" in out else out["completion_mask"]
+        out["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        self._log_rollout_metrics(n_final, n_final + len(slots))
+        return out
+
+    def _pad_row_count(self, out: dict[str, Any]) -> None:
+        """Pad rows with loss-masked copies of row 0 up to the largest count on any rank, rounded up to S.
+
+        TRL's ``split_tensor_dict`` silently drops a remainder, and its clip statistics gather equal-sized tensors.
+        """
+        n = out["prompt_ids"].size(0)
+        s = self.args.steps_per_generation
+        most = int(self.accelerator.gather(torch.tensor([n], device=out["prompt_ids"].device)).max())
+        target = -(-most // s) * s
+        extra = target - n
+        if extra <= 0:
+            return
+        for key, value in list(out.items()):
+            if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.size(0) == n:
+                copies = value[:1].repeat(extra, *([1] * (value.dim() - 1)))
+                if key in ("completion_mask", "advantages", "tool_mask"):
+                    copies = torch.zeros_like(copies)
+                out[key] = torch.cat([value, copies])
+
+    def _log_rollout_metrics(self, n_slots: int, n_rows: int) -> None:
+        device = self.accelerator.device
+        trajs = self._trajectories
+        local = torch.tensor(
+            [n_rows, n_slots, sum(len(t.turns) for t in trajs), sum(t.memory_within_budget for t in trajs)],
+            dtype=torch.float64,
+            device=device,
+        )
+        rows, slots, turns, within = self.accelerator.gather(local).view(-1, 4).sum(0).tolist()
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        metrics["rows"].append(rows)
+        metrics["trajectories"].append(slots)
+        metrics["turns/mean"].append(turns / max(slots, 1))
+        metrics["memory/within_budget"].append(within / max(slots, 1))
+        for phase in PHASES:
+            metrics[f"time/{phase}_s"].append(self._phase_seconds[phase])
+            self._phase_seconds[phase] = 0.0
+        if self.accelerator.is_main_process:
+            self.rollout_sink.write(self.state.global_step + 1, trajs)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        metrics = self._metrics["train"]
+        if metrics.get("step_time") and metrics.get("time/generate_s"):
+            step = sum(metrics["step_time"]) / len(metrics["step_time"])
+            spent = sum(sum(metrics[f"time/{p}_s"]) / len(metrics[f"time/{p}_s"]) for p in PHASES)
+            metrics["time/update_s"] = [max(step - spent, 0.0)]
+        super().log(logs, start_time)

@@ -1,0 +1,1 @@
+"""Workflows: what each CLI command runs (train, eval, infer, data, list)."""
