@@ -1,0 +1,73 @@
+"""summary.json and summary.md: one entry per (set, model), and a MemFactory Table-2 style comparison."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# The headline metric of a set: the judge when there is one (MemFactory's choice), RULER's score for RULER sets,
+# else sub-EM (what MemAgent's published accuracies are, inferred).
+PRIMARY_ORDER = ("judge", "string_match_all", "sub_em", "em", "f1")
+
+
+def primary_metric(metrics: dict[str, Any]) -> str:
+    return next((m for m in PRIMARY_ORDER if m in metrics), next(iter(metrics), ""))
+
+
+def to_json(entries: list[dict[str, Any]]) -> str:
+    return json.dumps(entries, indent=2) + "\n"
+
+
+def _cell(stats: dict[str, float] | None) -> str:
+    return "-" if stats is None else f"{stats['mean']:.4f} ± {stats['stderr']:.4f}"
+
+
+def comparison(entries: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the models x sets table of each set's primary metric, with an Avg column."""
+    sets = list(dict.fromkeys(e["set"] for e in entries))
+    models = list(dict.fromkeys(e["model"] for e in entries))
+    by_key = {(e["set"], e["model"]): e for e in entries}
+    header = ["model", *[f"{s} ({primary_metric(next(e for e in entries if e['set'] == s)['metrics'])})" for s in sets]]
+    if len(sets) > 1:
+        header.append("Avg")
+    rows = []
+    for model in models:
+        cells, means = [model], []
+        for s in sets:
+            e = by_key.get((s, model))
+            stats = e["metrics"].get(primary_metric(e["metrics"])) if e else None
+            cells.append(_cell(stats))
+            if stats is not None:
+                means.append(stats["mean"])
+        if len(sets) > 1:
+            cells.append(f"{sum(means) / len(means):.4f}" if len(means) == len(sets) else "-")
+        rows.append(cells)
+    return header, rows
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def to_markdown(entries: list[dict[str, Any]]) -> str:
+    """The comparison table, then every metric of every (set, model) with n, k and context length."""
+    if not entries:
+        return "# Evaluation\n\nNo results yet.\n"
+    k = entries[0]["k"]
+    parts = [
+        "# Evaluation",
+        f"avg@{k}: the mean over questions of the mean over {k} samples; ± is the standard error over questions.",
+        _table(*comparison(entries)),
+        "## All metrics",
+    ]
+    detail = []
+    for e in entries:
+        for name, stats in e["metrics"].items():
+            detail.append([e["set"], e["model"], name, _cell(stats), str(e["n"]), str(e["k"]), f"{e.get('context_tokens', 0):.0f}"])
+    parts.append(_table(["set", "model", "metric", "avg@k ± stderr", "n", "k", "context tokens (mean)"], detail))
+    sampling = entries[0].get("sampling")
+    if sampling:
+        parts.append("Sampling: " + ", ".join(f"{key}={value}" for key, value in sampling.items()))
+    return "\n\n".join(parts) + "\n"
