@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
 
 import typer
 
@@ -23,7 +22,7 @@ OVERRIDES = typer.Argument(None, help="Dot-overrides, e.g. trainer.max_steps=2 o
 
 
 @app.command()
-def train(recipe: str = typer.Argument(..., help="Recipe YAML."), overrides: Optional[list[str]] = OVERRIDES) -> None:
+def train(recipe: str = typer.Argument(..., help="Recipe YAML."), overrides: list[str] | None = OVERRIDES) -> None:
     """Train an agent with GRPO as the recipe says."""
     from memfactory_cli.workflows import train as workflow
 
@@ -32,16 +31,78 @@ def train(recipe: str = typer.Argument(..., help="Recipe YAML."), overrides: Opt
 
 @app.command()
 def infer(
-    doc: str = typer.Option(..., "--doc", help="Text file to read."),
-    question: str = typer.Option(..., "--question", help="Question to answer."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", help="Recipe YAML (agent and model settings)."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model folder, e.g. runs/x/final (default: the recipe's)."),
-    overrides: Optional[list[str]] = OVERRIDES,
+    doc: str | None = typer.Option(None, "--doc", help="Text file to read."),
+    question: str | None = typer.Option(None, "--question", help="Question to answer."),
+    recipe: str | None = typer.Option(None, "--recipe", help="Recipe YAML (agent and model settings)."),
+    model: str | None = typer.Option(None, "--model", help="Model folder, e.g. runs/x/final (default: the recipe's)."),
+    reference: list[str] | None = typer.Option(None, "--reference", help="A reference answer (repeatable): adds scores."),
+    html: str | None = typer.Option(None, "--html", help="Also write a self-contained HTML memory-trace viewer here."),
+    from_results: str | None = typer.Option(
+        None, "--from", help="Render the rows of a results.jsonl (from `memfactory eval`) to --html; runs no model."
+    ),
+    set_names: list[str] | None = typer.Option(None, "--set", help="With --from: only rows of these sets."),
+    limit: int | None = typer.Option(None, "--limit", help="With --from: only the first N rows."),
+    overrides: list[str] | None = OVERRIDES,
 ) -> None:
     """Read a document chunk by chunk, print the memory after each chunk, then the answer."""
     from memfactory_cli.workflows import infer as workflow
 
-    workflow.run(recipe, overrides or [], doc, question, model)
+    if from_results is not None:
+        if not html:
+            raise UserError("--from needs --html out.html (where to write the viewer)")
+        if doc or question:
+            raise UserError("--from renders existing rows; drop --doc/--question")
+        workflow.render_results(from_results, html, set_names, limit)
+        return
+    if not doc or question is None:
+        raise UserError("infer needs --doc FILE and --question TEXT (or --from results.jsonl --html out.html)")
+    workflow.run(recipe, overrides or [], doc, question, model, html, reference)
+
+
+@app.command(name="eval")
+def evaluate(
+    set_names: list[str] = typer.Option(
+        ..., "--set", help="Sets, comma-separated or repeated: eval_50, eval_100, eval_fwe_16384, synth_eval, a file..."
+    ),
+    recipe: str | None = typer.Option(None, "--recipe", help="Recipe YAML (agent, model, eval sampling)."),
+    model: list[str] | None = typer.Option(None, "--model", help="Model(s) to compare, repeated (default: the recipe's)."),
+    k: int | None = typer.Option(None, "--k", help="Samples per question, avg@k (default: eval.k)."),
+    limit: int | None = typer.Option(None, "--limit", help="Only the first N questions of each set."),
+    out: str | None = typer.Option(None, "--out", help="Output folder (default: runs/eval-<recipe>); re-runs resume."),
+    overrides: list[str] | None = OVERRIDES,
+) -> None:
+    """avg@k of every set with every model: results.jsonl, summary.json/.md/.png in --out, resumable."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from memfactory_cli.report import comparison
+    from memfactory_cli.workflows import eval_sets as workflow
+
+    console = Console()
+    entries = workflow.run(set_names, recipe, overrides or [], model, k, limit, out, progress=console.print)
+    header, rows = comparison(entries)
+    table = Table(title=f"avg@{entries[0]['k']} ± stderr over questions" if entries else "no results")
+    for col in header:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+@app.command()
+def serve(
+    recipe: str | None = typer.Option(None, "--recipe", help="Recipe YAML (agent, model, default sampling)."),
+    model: str | None = typer.Option(None, "--model", help="Model folder, alias or hub id (default: the recipe's)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this machine only)."),
+    port: int = typer.Option(8000, "--port", help="Port (0 picks a free one)."),
+    mode: str = typer.Option("agent", "--mode", help="agent: read long messages through the memory; model: the bare model."),
+    name: str | None = typer.Option(None, "--name", help="Served model name (default: the model folder's name)."),
+    overrides: list[str] | None = OVERRIDES,
+) -> None:
+    """An OpenAI-compatible server: /v1/models and /v1/chat/completions."""
+    from memfactory_cli.workflows import serve as workflow
+
+    workflow.run(recipe, overrides or [], model, host, port, mode, name)
 
 
 @app.command(name="list")
@@ -77,6 +138,22 @@ def data_synth(
     options = dict(n_train=n_train, n_eval=n_eval, people=people, filler_sentences=filler, multi_hop_fraction=multi_hop)
     for split, path in synth_to_files(out, seed, options).items():
         print(f"{split}: {path}")
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """Show the named evaluation and training sets and where their rows come from."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from memfactory_cli.data.sources import describe_sets
+
+    table = Table(title="memfactory data sets (use with --set or data.train / data.eval)")
+    for col in ("name", "what", "source"):
+        table.add_column(col)
+    for row in describe_sets():
+        table.add_row(*row)
+    Console().print(table)
 
 
 @app.command()

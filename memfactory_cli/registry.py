@@ -23,6 +23,7 @@ _BUILTIN_MODULES = (
     "memfactory_cli.envs.longcontext",
     "memfactory_cli.rewards.qa",
     "memfactory_cli.rewards.format",
+    "memfactory_cli.rewards.judge",
     "memfactory_cli.agents.memagent",
 )
 

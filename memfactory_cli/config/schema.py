@@ -7,7 +7,7 @@ in recipes and dot-overrides (``trainer.max_steps=2``), so renaming one is a bre
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional  # noqa: UP035  (OmegaConf needs typing generics)
+from typing import Any  # noqa: UP035  (OmegaConf needs typing generics)
 
 
 def _help(text: str, default: Any = None, **kw: Any) -> Any:
@@ -22,7 +22,7 @@ class LoraConfig:
     r: int = _help("LoRA rank.", 16)
     alpha: int = _help("LoRA alpha.", 32)
     dropout: float = _help("LoRA dropout.", 0.0)
-    target_modules: List[str] = _help(
+    target_modules: list[str] = _help(
         "Module names to adapt.", default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
     )
 
@@ -38,7 +38,7 @@ class ModelConfig:
 @dataclass
 class AgentConfig:
     name: str = _help("Registered agent: memagent.", "memagent")
-    modules: Dict[str, Dict[str, Any]] = _help(
+    modules: dict[str, dict[str, Any]] = _help(
         "Slot -> module spec ({name: <registered module>, ...its options}).",
         default_factory=lambda: {"memory": {"name": "recurrent_memory"}},
     )
@@ -52,18 +52,18 @@ class EnvConfig:
 @dataclass
 class DataConfig:
     train: str = _help("Training set: a registered dataset name, a local .json/.jsonl/.parquet file, or a hub id.", "synth_train")
-    eval: Optional[str] = _help("Held-out set for evaluation before/after training (same forms as `train`).", "synth_eval")
-    train_limit: Optional[int] = _help("Use only the first N training rows.", None)
-    eval_limit: Optional[int] = _help("Use only the first N held-out rows.", None)
+    eval: str | None = _help("Held-out set for evaluation before/after training (same forms as `train`).", "synth_eval")
+    train_limit: int | None = _help("Use only the first N training rows.", None)
+    eval_limit: int | None = _help("Use only the first N held-out rows.", None)
     seed: int = _help("Seed for the synthetic generator.", 0)
-    synth: Dict[str, Any] = _help("Options of the synthetic generator (see `memfactory data synth --help`).", default_factory=dict)
+    synth: dict[str, Any] = _help("Options of the synthetic generator (see `memfactory data synth --help`).", default_factory=dict)
 
 
 @dataclass
 class RewardSpec:
     name: str = _help("Registered reward, or dotted path `pkg.mod:func`.", "exact_match")
     weight: float = _help("Weight in the summed reward.", 1.0)
-    args: Dict[str, Any] = _help("Keyword arguments of the reward.", default_factory=dict)
+    args: dict[str, Any] = _help("Keyword arguments of the reward.", default_factory=dict)
 
 
 @dataclass
@@ -103,7 +103,7 @@ class TrainerConfig:
 class LoggingConfig:
     swanlab: str = _help("offline (default) | disabled | cloud (needs SWANLAB_API_KEY).", "offline")
     project: str = _help("SwanLab project.", "memfactory")
-    experiment: Optional[str] = _help("SwanLab experiment name (default: the output folder name).", None)
+    experiment: str | None = _help("SwanLab experiment name (default: the output folder name).", None)
     rollout_samples: int = _help("Trajectories per step written to rollouts.jsonl.", 2)
     progress: bool = _help("Show the rich progress bar.", True)
 
@@ -116,10 +116,18 @@ class OutputConfig:
 @dataclass
 class EvalConfig:
     k: int = _help("Samples per question (avg@k).", 1)
-    greedy: bool = _help("Greedy decoding (k must be 1).", True)
+    greedy: bool = _help("Greedy decoding for k=1; with k>1 `memfactory eval` always samples (temperature, top_p).", True)
     temperature: float = _help("Sampling temperature when not greedy.", 0.7)
     top_p: float = _help("Nucleus sampling when not greedy.", 0.95)
     batch_size: int = _help("Trajectories advanced together per generate call.", 64)
+    questions_per_rollout: int = _help(
+        "`memfactory eval`: questions (x k samples) rolled out together; results.jsonl is appended after each such "
+        "batch, so a killed eval redoes at most one batch.",
+        64,
+    )
+    judge: dict[str, Any] | None = _help(
+        "`memfactory eval`: llm_judge args (see docs/judge.md); when set, a `judge` metric is added.", None
+    )
 
 
 @dataclass
@@ -128,7 +136,7 @@ class RecipeConfig:
     agent: AgentConfig = field(default_factory=AgentConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    rewards: List[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="exact_match")])
+    rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="exact_match")])
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from memfactory_cli.agents.base import Trajectory
 from memfactory_cli.config.schema import DataConfig
 from memfactory_cli.data.sources import load_rows
 from memfactory_cli.errors import UserError
@@ -40,5 +39,5 @@ class LongcontextEnv:
         return RULER_METRICS if any("answer_prefix" in r for r in rows) else QA_METRICS
 
     @staticmethod
-    def score(trajectory: Trajectory, metrics: tuple[str, ...]) -> dict[str, float]:
-        return {name: score_text(name, trajectory.answer, trajectory.episode.row["answers"]) for name in metrics}
+    def score(answer: str, references: list[str], metrics: tuple[str, ...]) -> dict[str, float]:
+        return {name: score_text(name, answer, references) for name in metrics}

@@ -27,9 +27,11 @@ class RecurrentMemoryConfig:
     max_chunks: int = 8
     max_answer_tokens: int = 256
     enable_thinking: bool = False
-    one_shot: bool = False
+    one_shot: str = "none"  # none | final | all: which turns get the worked example as an earlier chat turn
 
     def __post_init__(self) -> None:
+        if self.one_shot not in ("none", "final", "all"):
+            raise UserError(f"agent.modules.memory.one_shot must be none, final or all, not '{self.one_shot}'")
         for name in ("chunk_size", "max_memory_tokens", "max_chunks", "max_answer_tokens"):
             if getattr(self, name) <= 0:
                 raise UserError(f"agent.modules.memory.{name} must be positive, got {getattr(self, name)}")
@@ -53,8 +55,8 @@ class RecurrentMemoryModule:
         self.tokenizer = tokenizer
         self.config = config
         chat_kwargs = {"enable_thinking": config.enable_thinking}
-        self.update_template = TokenTemplate.compile(tokenizer, update_messages(config.one_shot), chat_kwargs)
-        self.final_template = TokenTemplate.compile(tokenizer, final_messages(config.one_shot), chat_kwargs)
+        self.update_template = TokenTemplate.compile(tokenizer, update_messages(config.one_shot == "all"), chat_kwargs)
+        self.final_template = TokenTemplate.compile(tokenizer, final_messages(config.one_shot != "none"), chat_kwargs)
         self.initial_memory = self.encode(INITIAL_MEMORY)
         self.stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
         think_close = tokenizer.convert_tokens_to_ids("</think>")

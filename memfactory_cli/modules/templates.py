@@ -11,25 +11,26 @@ from dataclasses import dataclass
 from typing import Any
 
 UPDATE_INSTRUCTION = (
-    "You are reading a long document section by section in order to answer a question. You get the question, "
-    "your memory of the document so far, and the next section. Write the updated memory: keep every detail of the "
-    "previous memory that helps answer the question, add what the section says that helps, and leave out the rest."
+    "You are reading a long document section by section to answer a question. Given the question, your memory so "
+    "far and the next section, write the updated memory: keep what in the memory helps answer the question, add "
+    "what in the section helps, and leave out everything else."
 )
 UPDATE_BODY = "\n\n<problem>\n{question}\n</problem>\n\n<memory>\n{memory}\n</memory>\n\n<section>\n{chunk}\n</section>\n\nUpdated memory:"
 FINAL_INSTRUCTION = (
-    "You have read a long document and kept a memory of it. Answer the question from the memory, "
-    "and put only the final answer inside \\boxed{}."
+    "You have read a document and kept a memory of it. Using the memory, answer the question in one to three words "
+    "and put the answer inside \\boxed{}."
 )
 FINAL_BODY = "\n\n<problem>\n{question}\n</problem>\n\n<memory>\n{memory}\n</memory>\n\nYour answer:"
 
-# The one-shot example uses a made-up answer that no question can have, so copying it never earns a reward.
+# The one-shot example mirrors the task's form with an answer no real question can have, so copying it never
+# earns a reward (a lesson from the CPU demo: an example answer that could be valid gets copied).
 EXAMPLE = {
-    "question": "What is the code word of Orion Vale?",
+    "question": "Which city does Orion Vale live in?",
     "memory": "No previous memory",
-    "chunk": "The lantern by the pier was repainted on Friday. The code word of Orion Vale is zephyr-42. "
-    "Lyra Stone keeps a kettle on her desk.",
-    "new_memory": "The code word of Orion Vale is zephyr-42.",
-    "answer": "\\boxed{zephyr-42}",
+    "chunk": "The lantern by the pier was repainted on Friday. Lyra Stone lives in Quillby. "
+    "Orion Vale lives in Zephyrton. Lyra Stone keeps a kettle on her desk.",
+    "new_memory": "Orion Vale lives in Zephyrton.",
+    "answer": "\\boxed{Zephyrton}",
 }
 
 TEMPLATE_TEXTS = (UPDATE_INSTRUCTION, UPDATE_BODY, FINAL_INSTRUCTION, FINAL_BODY, *map(str, EXAMPLE.values()))

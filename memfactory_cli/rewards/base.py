@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +18,26 @@ def completion_text(completion: Any) -> str:
     if isinstance(completion, list):
         return completion[-1]["content"] if completion else ""
     return str(completion)
+
+
+def _bind(func: RewardFunc, name: str, args: dict[str, Any]) -> RewardFunc:
+    """A new function named ``name`` (TRL logs ``rewards/<name>/...``) that calls ``func`` with ``args``.
+
+    A fresh function, not ``functools.partial`` (TRL would report the wrapped function's name) and not a renamed
+    original (that would rename the registered function for everyone). Async rewards stay async.
+    """
+    if inspect.iscoroutinefunction(func):
+
+        async def bound(*a: Any, **kw: Any) -> list[float | None]:
+            return await func(*a, **{**args, **kw})
+    else:
+
+        def bound(*a: Any, **kw: Any) -> list[float | None]:
+            return func(*a, **{**args, **kw})
+
+    bound.__name__ = bound.__qualname__ = name
+    bound.__doc__ = func.__doc__
+    return bound
 
 
 def build_reward_funcs(specs: list[RewardSpec]) -> tuple[list[RewardFunc], list[float]]:
@@ -39,8 +58,6 @@ def build_reward_funcs(specs: list[RewardSpec]) -> tuple[list[RewardFunc], list[
         if name in names:
             raise UserError(f"rewards[{i}]: '{name}' is listed twice")
         names.add(name)
-        bound = functools.wraps(func)(functools.partial(func, **spec.args)) if spec.args else func
-        bound.__name__ = name
-        funcs.append(bound)
+        funcs.append(_bind(func, name, dict(spec.args)))
         weights.append(float(spec.weight))
     return funcs, weights

@@ -6,6 +6,7 @@ avg@k = the mean over questions of the mean over k samples; its standard error i
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from memfactory_cli.errors import UserError
@@ -19,6 +20,58 @@ def mean_stderr(values: list[float]) -> dict[str, float]:
     return {"mean": mean, "stderr": math.sqrt(var / n)}
 
 
+def rollout_pairs(
+    agent: Any,
+    env: Any,
+    rows: list[dict[str, Any]],
+    generator: Generator,
+    pairs: list[tuple[int, int]],
+    metrics: tuple[str, ...],
+    batch: int,
+) -> Iterator[list[dict[str, Any]]]:
+    """Roll out (question index, sample index) pairs ``batch`` trajectories at a time; yield each batch's scored records.
+
+    Any subset of pairs can be asked for, which is what lets a resumed eval roll out only what is missing.
+    """
+    for start in range(0, len(pairs), max(1, batch)):
+        chunk = pairs[start : start + max(1, batch)]
+        questions = sorted({q for q, _ in chunk})
+        episodes = dict(zip(questions, agent.episodes([rows[q] for q in questions])))
+        trajectories = agent.rollout([episodes[q] for q, _ in chunk], generator)
+        yield [
+            {**t.to_record(), "q": q, "sample": s, "context_tokens": len(t.episode.context_ids), "scores": env.score(t.answer, t.episode.row["answers"], metrics)}
+            for (q, s), t in zip(chunk, trajectories)
+        ]
+
+
+def summarise(
+    records: list[dict[str, Any]], metrics: tuple[str, ...], n: int, k: int
+) -> tuple[list[dict[str, float]], dict[str, dict[str, float]]]:
+    """Per-question means over samples ``< k`` of questions ``< n``, and their mean and stderr over questions.
+
+    A score of ``None`` (e.g. no judge verdict) is left out of its question's mean; a question with none at all is
+    left out of that metric's summary.
+    """
+    by_question: dict[int, list[dict[str, Any]]] = {}
+    for r in records:
+        if r["q"] < n and r["sample"] < k:
+            by_question.setdefault(r["q"], []).append(r["scores"])
+    per_question = []
+    for q in sorted(by_question):
+        means = {}
+        for m in metrics:
+            values = [s[m] for s in by_question[q] if s.get(m) is not None]
+            if values:
+                means[m] = sum(values) / len(values)
+        per_question.append(means)
+    summary = {}
+    for m in metrics:
+        values = [pq[m] for pq in per_question if m in pq]
+        if values:
+            summary[m] = mean_stderr(values)
+    return per_question, summary
+
+
 def evaluate_rows(
     agent: Any, env: Any, rows: list[dict[str, Any]], generator: Generator, k: int = 1, batch_questions: int = 64
 ) -> dict[str, Any]:
@@ -26,19 +79,9 @@ def evaluate_rows(
     if k < 1:
         raise UserError(f"eval k must be >= 1, got {k}")
     metrics = env.metric_names(rows)
-    per_question: list[dict[str, float]] = []
-    records: list[dict[str, Any]] = []
-    for start in range(0, len(rows), batch_questions):
-        episodes = agent.episodes(rows[start : start + batch_questions])
-        repeated = [e for e in episodes for _ in range(k)]
-        trajectories = agent.rollout(repeated, generator)
-        for q, episode in enumerate(episodes):
-            samples = trajectories[q * k : (q + 1) * k]
-            scores = [env.score(t, metrics) for t in samples]
-            per_question.append({m: sum(s[m] for s in scores) / k for m in metrics})
-            for sample, (t, s) in enumerate(zip(samples, scores)):
-                records.append({**t.to_record(), "sample": sample, "scores": s})
-    summary = {m: mean_stderr([q[m] for q in per_question]) for m in metrics}
+    pairs = [(q, s) for q in range(len(rows)) for s in range(k)]
+    records = [r for batch in rollout_pairs(agent, env, rows, generator, pairs, metrics, batch_questions * k) for r in batch]
+    per_question, summary = summarise(records, metrics, len(rows), k)
     return {"n": len(rows), "k": k, "metrics": summary, "per_question": per_question, "records": records}
 
 

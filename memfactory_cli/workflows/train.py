@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from memfactory_cli.config import RecipeConfig, load_recipe, to_yaml
 from memfactory_cli.errors import UserError
 from memfactory_cli.io import atomic_dir, atomic_write_text, ensure_writable_dir
 from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
+from memfactory_cli.registry import registry
 from memfactory_cli.rewards import build_reward_funcs
 from memfactory_cli.workflows.common import build_agent, build_env, eval_generator
 
@@ -49,7 +51,7 @@ def resolve_bf16(setting: str, device: str) -> bool:
     return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
 
 
-def grpo_args(cfg: RecipeConfig, run_dir: Path, device: str, max_answer_tokens: int):
+def grpo_args(cfg: RecipeConfig, run_dir: Path, device: str, max_answer_tokens: int, reward_weights: list[float]):
     from trl import GRPOConfig
 
     t, g = cfg.trainer, cfg.generation
@@ -86,6 +88,7 @@ def grpo_args(cfg: RecipeConfig, run_dir: Path, device: str, max_answer_tokens: 
         remove_unused_columns=False,
         dataloader_num_workers=0,
         log_completions=False,
+        reward_weights=reward_weights,
     )
 
 
@@ -119,24 +122,46 @@ def _eval_table(before: dict[str, Any], after: dict[str, Any], deltas: dict[str,
     return cap.get()
 
 
-def run(recipe: str, overrides: list[str]) -> Path:
-    """Train the recipe; returns the run directory."""
+@dataclass
+class TrainingRun:
+    """Everything ``train`` assembles, kept together so tests and tools can drive the pieces."""
+
+    cfg: RecipeConfig
+    run_dir: Path
+    tokenizer: Any
+    agent: Any
+    env: Any
+    trainer: Any
+    eval_rows: list[dict[str, Any]]
+
+
+def build(cfg: RecipeConfig, rollout_sink: Any = None) -> TrainingRun:
+    """Validate, load and wire everything up to a ready ``MemGRPOTrainer``; fails fast on user errors."""
     import torch
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback as HFProgress
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import ProgressCallback as HFProgress
 
-    from memfactory_cli.trainer.callbacks import MetricsCallback, NullSink, ProgressCallback, RolloutSink, swanlab_callbacks
+    from memfactory_cli.trainer.callbacks import (
+        MetricsCallback,
+        NullSink,
+        ProgressCallback,
+        RolloutSink,
+        swanlab_callbacks,
+    )
     from memfactory_cli.trainer.grpo import MemGRPOTrainer
-    from memfactory_cli.workflows.evaluate import evaluate_rows, paired_delta
 
-    cfg = load_recipe(recipe, overrides)
     device = resolve_device(cfg.trainer.device)
     batch_layout(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     if cfg.generation.backend != "hf":
         raise UserError(f"generation.backend '{cfg.generation.backend}' is not available yet; use hf")
     reward_funcs, weights = build_reward_funcs(cfg.rewards)
+    registry("agent").get(cfg.agent.name)
+    registry("env").get(cfg.env.name)
     model_path = resolve_model_path(cfg.model.name_or_path)
     run_dir = ensure_writable_dir(Path(cfg.output.dir))
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+    for stale in ("metrics.jsonl", "rollouts.jsonl", "eval_before_after.json"):  # a fresh run starts fresh logs
+        (run_dir / stale).unlink(missing_ok=True)
 
     env = build_env(cfg)
     train_rows = env.rows("train")
@@ -146,58 +171,78 @@ def run(recipe: str, overrides: list[str]) -> Path:
     torch.manual_seed(cfg.trainer.seed)
     model = load_model(cfg.model, device, model_path)
 
-    results: dict[str, Any] = {}
-    if eval_rows:
-        model.eval()
-        results["before"] = evaluate_rows(agent, env, eval_rows, eval_generator(model, tokenizer, cfg.eval), batch_questions=cfg.eval.batch_size)
-
-    args = grpo_args(cfg, run_dir, device, agent.memory.config.max_answer_tokens)
-    sink = RolloutSink(run_dir / "rollouts.jsonl", cfg.logging.rollout_samples, cfg.trainer.seed) if cfg.logging.rollout_samples > 0 else NullSink()
+    if rollout_sink is None:
+        samples = cfg.logging.rollout_samples
+        rollout_sink = RolloutSink(run_dir / "rollouts.jsonl", samples, cfg.trainer.seed) if samples > 0 else NullSink()
     callbacks = [MetricsCallback(run_dir / "metrics.jsonl")]
     callbacks += [ProgressCallback()] if cfg.logging.progress else []
     callbacks += swanlab_callbacks(
-        cfg.logging.swanlab, cfg.logging.project, cfg.logging.experiment or run_dir.name, run_dir / "swanlog", json.loads(json.dumps(_plain(cfg)))
+        cfg.logging.swanlab, cfg.logging.project, cfg.logging.experiment or run_dir.name, run_dir / "swanlog", _plain(cfg)
     )
     trainer = MemGRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
-        args=args,
+        args=grpo_args(cfg, run_dir, device, agent.memory.config.max_answer_tokens, weights),
         train_dataset=env.train_dataset(train_rows),
         processing_class=tokenizer,
         peft_config=peft_config(cfg),
         callbacks=callbacks,
         agent=agent,
-        rollout_sink=sink,
+        rollout_sink=rollout_sink,
     )
-    trainer.reward_weights = torch.tensor(weights, dtype=torch.float32)
     for cb in (PrinterCallback, HFProgress):
         trainer.remove_callback(cb)
+    return TrainingRun(cfg, run_dir, tokenizer, agent, env, trainer, eval_rows)
+
+
+def save_final(run: TrainingRun) -> Path:
+    with atomic_dir(run.run_dir / "final") as tmp:
+        run.trainer.save_model(str(tmp))
+        run.tokenizer.save_pretrained(str(tmp))
+    return run.run_dir / "final"
+
+
+def _evaluate(run: TrainingRun) -> dict[str, Any]:
+    from memfactory_cli.workflows.evaluate import evaluate_rows
+
+    model = run.trainer.model
+    was_training = model.training
+    model.eval()
+    try:
+        generator = eval_generator(model, run.tokenizer, run.cfg.eval)
+        return evaluate_rows(run.agent, run.env, run.eval_rows, generator, batch_questions=run.cfg.eval.batch_size)
+    finally:
+        model.train(was_training)
+
+
+def run(recipe: str, overrides: list[str]) -> Path:
+    """Train the recipe; returns the run directory."""
+    from memfactory_cli.workflows.evaluate import paired_delta
+
+    cfg = load_recipe(recipe, overrides)
+    training = build(cfg)
+    before = _evaluate(training) if training.eval_rows else None
     start = time.perf_counter()
     try:
-        trainer.train()
+        training.trainer.train()
     finally:
         _finish_swanlab(cfg.logging.swanlab)
     train_seconds = time.perf_counter() - start
-    with atomic_dir(run_dir / "final") as tmp:
-        trainer.save_model(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-
-    if eval_rows:
-        model = trainer.model
-        model.eval()
-        results["after"] = evaluate_rows(agent, env, eval_rows, eval_generator(model, tokenizer, cfg.eval), batch_questions=cfg.eval.batch_size)
-        deltas = {m: paired_delta(results["before"]["per_question"], results["after"]["per_question"], m) for m in results["before"]["metrics"]}
-        _eval_table(results["before"], results["after"], deltas)
+    final = save_final(training)
+    if before is not None:
+        after = _evaluate(training)
+        deltas = {m: paired_delta(before["per_question"], after["per_question"], m) for m in before["metrics"]}
+        _eval_table(before, after, deltas)
         summary = {
-            "n": results["before"]["n"],
+            "n": before["n"],
             "train_seconds": train_seconds,
-            "before": results["before"]["metrics"],
-            "after": results["after"]["metrics"],
+            "before": before["metrics"],
+            "after": after["metrics"],
             "delta": deltas,
         }
-        atomic_write_text(run_dir / "eval_before_after.json", json.dumps(summary, indent=2))
-    print(f"run directory: {run_dir}  (final model: {run_dir / 'final'})")
-    return run_dir
+        atomic_write_text(training.run_dir / "eval_before_after.json", json.dumps(summary, indent=2))
+    print(f"run directory: {training.run_dir}  (final model: {final})")
+    return training.run_dir
 
 
 def _plain(cfg: RecipeConfig) -> dict[str, Any]:

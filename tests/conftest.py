@@ -1,0 +1,74 @@
+"""Shared fixtures: offline environment, a session cache of tiny models, and a tiny recipe."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("SWANLAB_MODE", "disabled")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory):
+    """Tiny models are built once per session into a private cache (the user's cache is left alone)."""
+    if "MEMFACTORY_TEST_CACHE" in os.environ:
+        os.environ["MEMFACTORY_CACHE"] = os.environ["MEMFACTORY_TEST_CACHE"]
+    else:
+        os.environ["MEMFACTORY_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    return Path(os.environ["MEMFACTORY_CACHE"])
+
+
+@pytest.fixture(scope="session")
+def bpe_model_dir(model_cache):
+    from memfactory_cli.models.aliases import tiny_qwen3_bpe
+
+    return tiny_qwen3_bpe()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(bpe_model_dir):
+    from memfactory_cli.models.loading import load_tokenizer
+
+    return load_tokenizer(str(bpe_model_dir))
+
+
+@pytest.fixture()
+def model(bpe_model_dir):
+    from memfactory_cli.config.schema import ModelConfig
+    from memfactory_cli.models.loading import load_model
+
+    return load_model(ModelConfig(name_or_path=str(bpe_model_dir)), "cpu").eval()
+
+
+def tiny_overrides(out: Path, **extra: str) -> list[str]:
+    """Dot-overrides that turn the default recipe into a seconds-long CPU run on the BPE tiny model."""
+    base = {
+        "model.name_or_path": "tiny-qwen3-bpe",
+        "agent.modules.memory.chunk_size": "48",
+        "agent.modules.memory.max_memory_tokens": "8",
+        "agent.modules.memory.max_chunks": "3",
+        "agent.modules.memory.max_answer_tokens": "8",
+        "data.synth.n_train": "16",
+        "data.synth.n_eval": "4",
+        "data.synth.filler_sentences": "4",
+        "trainer.max_steps": "1",
+        "trainer.questions_per_step": "2",
+        "trainer.num_generations": "2",
+        "trainer.device": "cpu",
+        "trainer.bf16": "false",
+        "logging.swanlab": "disabled",
+        "logging.progress": "false",
+        "output.dir": str(out),
+    }
+    base.update(extra)
+    return [f"{k}={v}" for k, v in base.items()]
