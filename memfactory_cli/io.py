@@ -54,3 +54,16 @@ def ensure_writable_dir(path: Path) -> Path:
     except OSError as exc:
         raise UserError(f"output directory {path} is not writable: {exc.strerror or exc}") from None
     return path
+
+
+def read_text_file(path: str | os.PathLike, what: str) -> str:
+    """The UTF-8 text of a user-named file, or one clear error saying which ``what`` is missing or unreadable."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{what} not found: {p}")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{p}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise UserError(f"{p}: cannot read: {exc.strerror or exc}") from None

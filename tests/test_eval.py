@@ -277,6 +277,8 @@ def test_a_configured_judge_adds_a_judge_metric(one_thread, tmp_path):
         (entry,) = eval_sets.run(["synth_eval"], None, [*overrides, f"eval.judge={args}"], k=2, out=str(tmp_path / "o"), progress=lambda *a: None)
         assert judge.requests >= 1
     assert set(entry["metrics"]) == {"em", "sub_em", "f1", "judge"}
+    assert entry["judge"] == {"backend": "openai", "model": "judge", "template": "binary"}
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())[0]["judge"]["model"] == "judge"
     rows = _rows(tmp_path / "o" / "results.jsonl")
     assert all(r["scores"]["judge"] in (0.0, 1.0) for r in rows)
 

@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from memfactory_cli.config.schema import RecipeConfig
 from memfactory_cli.errors import UserError, did_you_mean
+from memfactory_cli.io import read_text_file
 
 T = TypeVar("T")
 
@@ -86,12 +87,7 @@ def build_dataclass(cls: type[T], data: dict[str, Any], where: str) -> T:
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"recipe not found: {p}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{p}: not a UTF-8 text file") from None
+    text = read_text_file(p, "recipe")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

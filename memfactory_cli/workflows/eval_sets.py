@@ -115,6 +115,16 @@ def check_settings(out_dir: Path, settings: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")
 
 
+def _judge_identity(options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Which judge produced the ``judge`` metric (backend, model, template), for summary.json; never the key."""
+    if not options:
+        return None
+    from memfactory_cli.rewards.judge.core import config_from
+
+    judge = config_from({k: v for k, v in dict(options).items() if k != "require_boxed"})
+    return {"backend": judge.backend, "model": judge.model, "template": judge.template}
+
+
 def _judge_scores(rows: list[dict[str, Any]], options: dict[str, Any], ruler: bool) -> list[float | None]:
     from memfactory_cli.rewards.judge import judge_texts
 
@@ -161,6 +171,7 @@ def evaluate_set(
         "context_tokens": sum(r["context_tokens"] for r in done) / max(1, len(done)),
         "source": set_source(set_name),
         "sampling": dataclasses.asdict(generator.sampling),
+        "judge": _judge_identity(cfg.eval.judge),
     }
 
 

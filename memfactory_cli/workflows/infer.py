@@ -12,6 +12,7 @@ from typing import Any
 
 from memfactory_cli.config import load_recipe
 from memfactory_cli.errors import UserError
+from memfactory_cli.io import read_text_file
 from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
 from memfactory_cli.workflows.common import build_agent, build_env, eval_generator
 
@@ -74,13 +75,7 @@ def run(
     cfg = load_recipe(recipe, overrides)
     if model:
         cfg.model.name_or_path = model
-    path = Path(doc)
-    if not path.is_file():
-        raise UserError(f"document not found: {doc}")
-    try:
-        context = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{doc}: not a UTF-8 text file") from None
+    context = read_text_file(doc, "document")
     if not question.strip():
         raise UserError("--question must not be empty")
     device = resolve_device(cfg.trainer.device)
@@ -100,5 +95,5 @@ def run(
         record["scores"] = env.score(trajectory.answer, row["answers"], env.metric_names([row]))
         console.print("scores: " + ", ".join(f"{k}={v:.3f}" for k, v in record["scores"].items()))
     if html:
-        console.print(f"wrote {write_html(html, [record], f'memory trace: {path.name}')}")
+        console.print(f"wrote {write_html(html, [record], f'memory trace: {Path(doc).name}')}")
     return record
