@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 _SCHEMA = "CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, verdict INTEGER NOT NULL, reply TEXT)"
@@ -22,6 +23,25 @@ def cache_key(judge: str, template: str, question: str, references: list[str], p
     """sha256 over an unambiguous encoding of everything the verdict depends on."""
     payload = json.dumps([judge, template, question, list(references), prediction], ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def _setup(conn: sqlite3.Connection, patience_s: float = 60.0) -> None:
+    """Switch to WAL and create the table, retrying while another process does the same.
+
+    Changing the journal mode returns "database is locked" at once, without waiting on the busy timeout, when two
+    processes open a new cache together; so the wait is done here.
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(_SCHEMA)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class VerdictCache:
@@ -37,9 +57,7 @@ class VerdictCache:
         if self._conn is None or self._pid != os.getpid():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=60.0, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(_SCHEMA)
+            _setup(conn)
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
