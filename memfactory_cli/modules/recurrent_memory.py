@@ -10,7 +10,6 @@ Deviations from MemAgent and MemFactory, on purpose:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 from memfactory_cli.errors import UserError
@@ -91,9 +90,3 @@ class RecurrentMemoryModule:
             last = len(ids) - 1 - ids[::-1].index(self.think_close_id)
             return self.encode(self.tokenizer.decode(ids[last + 1 :]).strip())
         return ids
-
-    @cached_property
-    def max_prompt_tokens(self) -> int:
-        """Longest update prompt, excluding the question: template + chunk + memory."""
-        c = self.config
-        return max(self.update_template.fixed_length + c.chunk_size, self.final_template.fixed_length) + c.max_memory_tokens

@@ -33,9 +33,6 @@ EXAMPLE = {
     "answer": "\\boxed{Zephyrton}",
 }
 
-TEMPLATE_TEXTS = (UPDATE_INSTRUCTION, UPDATE_BODY, FINAL_INSTRUCTION, FINAL_BODY, *map(str, EXAMPLE.values()))
-
-
 def fill(text: str, **slots: str) -> str:
     """Replace ``{slot}`` placeholders; unlike ``str.format`` it leaves other braces (``\\boxed{}``) alone."""
     for name, value in slots.items():
@@ -91,7 +88,3 @@ class TokenTemplate:
         for piece in self.pieces:
             out += slots[piece] if isinstance(piece, str) else piece
         return out
-
-    @property
-    def fixed_length(self) -> int:
-        return sum(len(p) for p in self.pieces if not isinstance(p, str))
