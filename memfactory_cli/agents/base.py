@@ -43,6 +43,7 @@ class Trajectory:
     memories: list[str] = field(default_factory=list)  # the memory after each chunk
     rewards: dict[str, float | None] = field(default_factory=dict)
     reward: float | None = None
+    extras: dict[str, Any] = field(default_factory=dict)  # per-trajectory fields handed to reward functions as kwargs
 
     @property
     def answer(self) -> str:
@@ -68,4 +69,10 @@ class Trajectory:
 
 
 class Agent(Protocol):
+    """What trainer, eval and infer need from an agent; ``from_config(agent_cfg, tokenizer)`` builds one."""
+
+    max_completion_tokens: int
+
+    def episodes(self, rows: list[dict[str, Any]]) -> list[Episode]: ...
+
     def rollout(self, episodes: list[Episode], generator: Generator) -> list[Trajectory]: ...

@@ -39,6 +39,17 @@ class MemAgent:
         self.tokenizer = tokenizer
         self.memory = build_module("recurrent_memory", spec, tokenizer, "agent.modules.memory")
 
+    @classmethod
+    def from_config(cls, agent_cfg: Any, tokenizer: Any) -> MemAgent:
+        for key in ("train", "reranker", "options"):
+            if getattr(agent_cfg, key):
+                raise UserError(f"agent.{key}: memagent has no such setting (it trains every turn of one policy)")
+        return cls(tokenizer, agent_cfg.modules)
+
+    @property
+    def max_completion_tokens(self) -> int:
+        return max(self.memory.config.max_memory_tokens, self.memory.config.max_answer_tokens)
+
     def episode(self, row: dict[str, Any]) -> Episode:
         return self.episodes([row])[0]
 

@@ -37,11 +37,14 @@ class ModelConfig:
 
 @dataclass
 class AgentConfig:
-    name: str = _help("Registered agent: memagent.", "memagent")
+    name: str = _help("Registered agent (`memfactory list agent`).", "memagent")
     modules: dict[str, dict[str, Any]] = _help(
         "Slot -> module spec ({name: <registered module>, ...its options}).",
         default_factory=lambda: {"memory": {"name": "recurrent_memory"}},
     )
+    train: str = _help("Which role GRPO trains, for agents with several (memory_r1: manager | answer).", "")
+    reranker: str = _help("Reranker variant, for agents that rerank retrieved memories (rmm: linear | llm).", "")
+    options: dict[str, Any] = _help("Agent-specific options, checked against the agent's own Config.", default_factory=dict)
 
 
 @dataclass

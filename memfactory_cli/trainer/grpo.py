@@ -112,11 +112,13 @@ class MemGRPOTrainer(GRPOTrainer):
         self._trajectories = self.agent.rollout(episodes, TrainerGenerator(self))
         self._phase_seconds["generate"] += time.perf_counter() - start
         final = [t.turns[-1] for t in self._trajectories]
+        extras = {key: [t.extras.get(key) for t in self._trajectories] for t in self._trajectories for key in t.extras}
         return {
             "prompt_ids": [turn.prompt_ids for turn in final],
             "completion_ids": [turn.completion_ids for turn in final],
             "logprobs": None,
             "memory_within_budget": [t.memory_within_budget for t in self._trajectories],
+            **extras,
         }
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):

@@ -10,7 +10,8 @@ from memfactory_cli.registry import registry
 
 
 def build_agent(cfg: RecipeConfig, tokenizer: Any) -> Any:
-    return registry("agent").get(cfg.agent.name)(tokenizer, cfg.agent.modules)
+    """Every agent class builds itself from its recipe section: ``from_config(agent_cfg, tokenizer)``."""
+    return registry("agent").get(cfg.agent.name).from_config(cfg.agent, tokenizer)
 
 
 def build_env(cfg: RecipeConfig) -> Any:
