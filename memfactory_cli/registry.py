@@ -20,6 +20,7 @@ _BUILTIN_MODULES = (
     "memfactory_cli.models.aliases",
     "memfactory_cli.data.sources",
     "memfactory_cli.modules.recurrent_memory",
+    "memfactory_cli.modules.retriever",
     "memfactory_cli.envs.longcontext",
     "memfactory_cli.rewards.qa",
     "memfactory_cli.rewards.format",

