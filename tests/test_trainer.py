@@ -145,3 +145,22 @@ def test_lora_trains_adapters_only(tmp_path):
     run.trainer.train()
     final = train.save_final(run)
     assert (final / "adapter_config.json").exists()
+
+
+def test_training_rollouts_use_the_shared_prefill(tmp_path, monkeypatch):
+    import memfactory_cli.trainer.grpo as grpo
+
+    calls = []
+    real = grpo.prefill_cache
+
+    def counting(model, input_ids, attention_mask, pad_id):
+        calls.append(input_ids.size(0))
+        return real(model, input_ids, attention_mask, pad_id)
+
+    monkeypatch.setattr(grpo, "prefill_cache", counting)
+    run = _build(tmp_path, **{"trainer.num_generations": "2"})
+    trainer = run.trainer
+    trainer._generate_and_score_completions([dict(trainer.train_dataset[i]) for i in (0, 0, 1, 1)])
+    turns = max(len(t.turns) for t in trainer._trajectories)
+    assert calls and len(calls) == turns and calls[0] == 4  # one shared prefill per generate call
+    assert "generate" not in vars(trainer.accelerator.unwrap_model(trainer.model_wrapped))  # the shadow is removed

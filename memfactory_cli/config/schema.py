@@ -31,7 +31,9 @@ class LoraConfig:
 class ModelConfig:
     name_or_path: str = _help("Hub id, local folder, or alias (`memfactory list` shows the aliases).", "tiny-qwen3")
     dtype: str = _help("Weights dtype for loading: float32 (fp32 master weights) | bfloat16 | auto.", "float32")
-    attn_implementation: str = _help("auto (flash_attention_2 on CUDA when installed, else sdpa) | sdpa | eager.", "auto")
+    attn_implementation: str = _help(
+        "auto (flash_attention_2 on CUDA when installed, sdpa on CUDA otherwise, sdpa_additive on CPU) | sdpa | eager.", "auto"
+    )
     lora: LoraConfig = field(default_factory=LoraConfig)
 
 

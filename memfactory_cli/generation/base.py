@@ -31,13 +31,20 @@ def cut_after_eos(row: list[int], stop_ids: set[int]) -> list[int]:
 
 
 class HFGenerator:
-    """``model.generate`` on left-padded batches, longest prompts first, ``max_batch`` sequences at a time."""
+    """``model.generate`` on left-padded batches, longest prompts first, ``max_batch`` sequences at a time.
 
-    def __init__(self, model: Any, tokenizer: Any, sampling: SamplingParams, max_batch: int | None = None):
+    With ``shared_prefill`` (the default) every distinct prompt is prefilled once and without padding before
+    ``generate`` decodes the whole batch: see :func:`prefill_cache`.
+    """
+
+    def __init__(
+        self, model: Any, tokenizer: Any, sampling: SamplingParams, max_batch: int | None = None, shared_prefill: bool = True
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.sampling = sampling
         self.max_batch = max_batch
+        self.shared_prefill = shared_prefill
         eos = model.generation_config.eos_token_id
         eos_ids = eos if isinstance(eos, list) else [eos]
         self.eos_ids = sorted({i for i in [*eos_ids, tokenizer.eos_token_id] if i is not None})
@@ -68,9 +75,11 @@ class HFGenerator:
         s = self.sampling
         sampling = dict(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k) if s.do_sample else dict(do_sample=False)
         with torch.no_grad():
+            cache = prefill_cache(self.model, input_ids, attention_mask, self.pad_id) if self.shared_prefill else None
             output = self.model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
+                past_key_values=cache,
                 max_new_tokens=max_new_tokens,
                 pad_token_id=self.pad_id,
                 eos_token_id=self.eos_ids,
@@ -78,3 +87,41 @@ class HFGenerator:
             )
         stop = set(self.eos_ids)
         return [cut_after_eos(row, stop) for row in output[:, width:].tolist()]
+
+
+def prefill_cache(model: Any, input_ids: Any, attention_mask: Any, pad_id: int) -> Any:
+    """The KV cache of a left-padded batch's prompts but their last token, laid out as ``generate`` expects it.
+
+    ``generate`` would prefill the padded batch itself, but a padded prefill needs an attention mask, which on CPU
+    costs SDPA its causal fast path, and it computes a group's G identical prompts (every first MemAgent turn) G
+    times. Here each distinct prompt runs once, right-padded, so causality alone hides the padding (no mask); each
+    row's cache is then rolled right by its padding and copied to every row that shares the prompt. Positions
+    match: a left-padded row's position ids start at 0 on its first real token. Returns None (``generate`` then
+    prefills as usual) for a prompt shorter than 2 tokens or a cache other than plain dynamic layers.
+    """
+    import torch
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    lengths = attention_mask.sum(dim=1).tolist()
+    width = input_ids.size(1)
+    if min(lengths) < 2 or any(attention_mask[i, width - n :].min() == 0 for i, n in enumerate(lengths)):
+        return None
+    rows = input_ids.tolist()
+    distinct: dict[tuple[int, ...], int] = {}
+    slot_rows = torch.tensor([distinct.setdefault(tuple(row[width - n :]), len(distinct)) for row, n in zip(rows, lengths)])
+    span = width - 1
+    ids = torch.full((len(distinct), span), pad_id, dtype=torch.long)
+    for row, prompt in enumerate(distinct):
+        ids[row, : len(prompt) - 1] = torch.tensor(prompt[:-1], dtype=torch.long)
+    with torch.no_grad():
+        cache = model(input_ids=ids.to(input_ids.device), use_cache=True, logits_to_keep=1).past_key_values
+    if type(cache) is not DynamicCache or any(type(layer) is not DynamicLayer for layer in cache.layers):
+        return None
+    padding = torch.tensor([span - (len(p) - 1) for p in distinct])
+    source = ((torch.arange(span)[None, :] - padding[:, None]) % span)[slot_rows]  # new position j <- old j - padding
+    for layer in cache.layers:
+        for name in ("keys", "values"):
+            kv = getattr(layer, name)[slot_rows.to(layer.keys.device)]
+            index = source.to(kv.device)[:, None, :, None].expand(-1, kv.size(1), -1, kv.size(3))
+            setattr(layer, name, kv.gather(2, index))
+    return cache

@@ -69,6 +69,11 @@ def resolve_model_path(name_or_path: str) -> str:
 
 
 def choose_attention(requested: str, device: str) -> str:
+    """auto: FlashAttention-2 on CUDA when installed, else SDPA (on CPU with one shared additive mask per forward)."""
+    from memfactory_cli.models import attention
+
+    if requested == attention.NAME or (requested == "auto" and device == "cpu"):
+        return attention.register()
     if requested != "auto":
         return requested
     if device == "cuda":

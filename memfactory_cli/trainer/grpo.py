@@ -19,6 +19,8 @@ step, whatever the row count of each micro-batch: this is MemAgent's token-mean 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -26,6 +28,7 @@ from trl import GRPOTrainer
 from trl.trainer.utils import use_adapter
 
 from memfactory_cli.agents.base import Trajectory
+from memfactory_cli.generation.base import prefill_cache
 
 PHASES = ("generate", "reward")
 
@@ -51,6 +54,28 @@ def score_only_completion_positions() -> None:
     trl_utils._use_triton = compact
 
 
+@contextmanager
+def shared_prefill(model: Any, pad_id: int) -> Iterator[None]:
+    """Within the block, ``model.generate`` starts from :func:`prefill_cache` (what HFGenerator does in eval).
+
+    TRL's HF generation path left-pads and calls ``unwrapped_model.generate``; this is the one place to hand it the
+    shared, unpadded prefill without copying TRL's unwrap/gather logic. An instance attribute shadows the method and
+    is removed on exit.
+    """
+    original = model.generate
+
+    def generate(*args: Any, input_ids: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:
+        if input_ids is not None and attention_mask is not None and kwargs.get("past_key_values") is None:
+            kwargs["past_key_values"] = prefill_cache(model, input_ids, attention_mask, pad_id)
+        return original(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    model.generate = generate
+    try:
+        yield
+    finally:
+        del model.generate
+
+
 class TrainerGenerator:
     """Generation through the trainer's own path (HF generate, or vLLM when TRL is configured for it)."""
 
@@ -60,11 +85,15 @@ class TrainerGenerator:
     def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
         if not prompts:
             return []
-        config = self.trainer.generation_config
+        trainer = self.trainer
+        config = trainer.generation_config
         previous = config.max_new_tokens
         config.max_new_tokens = max_new_tokens
+        plain_hf = not (trainer.use_vllm or trainer.use_transformers_continuous_batching)
+        model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
         try:
-            completion_ids, _ = self.trainer._generate_single_turn(prompts, None, {}, 1)
+            with shared_prefill(model, trainer._tokenizer.pad_token_id) if plain_hf else nullcontext():
+                completion_ids, _ = trainer._generate_single_turn(prompts, None, {}, 1)
         finally:
             config.max_new_tokens = previous
         return completion_ids
