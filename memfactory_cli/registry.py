@@ -19,13 +19,17 @@ FAMILIES = ("recurrent_memory", "extractor", "updater", "retriever", "agent", "e
 _BUILTIN_MODULES = (
     "memfactory_cli.models.aliases",
     "memfactory_cli.data.sources",
+    "memfactory_cli.data.dialogues",
     "memfactory_cli.modules.recurrent_memory",
     "memfactory_cli.modules.retriever",
     "memfactory_cli.envs.longcontext",
+    "memfactory_cli.envs.dialogue",
     "memfactory_cli.rewards.qa",
     "memfactory_cli.rewards.format",
     "memfactory_cli.rewards.judge",
     "memfactory_cli.agents.memagent",
+    "memfactory_cli.agents.rmm",
+    "memfactory_cli.rewards.rmm",
 )
 
 

@@ -31,7 +31,8 @@ def rollout_pairs(
 ) -> Iterator[list[dict[str, Any]]]:
     """Roll out (question index, sample index) pairs ``batch`` trajectories at a time; yield each batch's scored records.
 
-    Any subset of pairs can be asked for, which is what lets a resumed eval roll out only what is missing.
+    Any subset of pairs can be asked for, which is what lets a resumed eval roll out only what is missing. A
+    trajectory may measure scores of its own (``scores``: RMM's retrieval recall); they join the answer's.
     """
     for start in range(0, len(pairs), max(1, batch)):
         chunk = pairs[start : start + max(1, batch)]
@@ -39,7 +40,7 @@ def rollout_pairs(
         episodes = dict(zip(questions, agent.episodes([rows[q] for q in questions])))
         trajectories = agent.rollout([episodes[q] for q, _ in chunk], generator)
         yield [
-            {**t.to_record(), "q": q, "sample": s, "context_tokens": len(t.episode.context_ids), "scores": env.score(t.answer, t.episode.row["answers"], metrics)}
+            {**t.to_record(), "q": q, "sample": s, "context_tokens": len(t.episode.context_ids), "scores": {**env.score(t.answer, t.episode.row["answers"], metrics), **getattr(t, "scores", {})}}
             for (q, s), t in zip(chunk, trajectories)
         ]
 
