@@ -127,7 +127,7 @@ def from_msc(item: dict[str, Any], where: str, index: int) -> dict[str, Any]:
 
 def gold_turns(row: dict[str, Any]) -> set[str]:
     """Evidence turn ids ``"<session id>:<turn index>"``: the has_answer turns, else every turn of the answer sessions."""
-    marked = {f"{s['id']}:{j}" for s in row["sessions"] for j, t in enumerate(s["turns"]) if t["has_answer"]}
+    marked = {f"{s['id']}:{j}" for s in row["sessions"] for j, t in enumerate(s["turns"]) if t.get("has_answer")}
     if marked:
         return marked
     answer_sessions = set(row.get("answer_session_ids") or [])
