@@ -56,3 +56,14 @@ def test_llm_variant_two_grpo_steps_on_the_rerank_turn(tmp_path):
     assert [x["step"] for x in lines] == [1, 2]
     assert {"rewards/rmm_format/mean", "rewards/rmm_accuracy/mean", "rewards/rmm_citation/mean", "retrieval/recall@k"} <= set(lines[-1])
     assert lines[-1]["turns/mean"] == 1.0 and lines[-1]["rows"] == 4.0  # one rerank row per trajectory
+
+
+def test_gpu_recipe_on_a_cpu_machine_fails_fast(tmp_path):
+    import pytest
+
+    from memfactory_cli.errors import UserError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(UserError, match="needs a CUDA GPU"):
+        train.run(str(ROOT / "recipes" / "rmm_qwen3_1.7b.yaml"), [f"output.dir={tmp_path}"])
