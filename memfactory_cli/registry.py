@@ -19,11 +19,14 @@ FAMILIES = ("recurrent_memory", "extractor", "updater", "retriever", "agent", "e
 _BUILTIN_MODULES = (
     "memfactory_cli.models.aliases",
     "memfactory_cli.data.sources",
+    "memfactory_cli.data.locomo",
     "memfactory_cli.modules.recurrent_memory",
     "memfactory_cli.modules.retriever",
     "memfactory_cli.envs.longcontext",
+    "memfactory_cli.envs.memory_bank",
     "memfactory_cli.rewards.qa",
     "memfactory_cli.rewards.format",
+    "memfactory_cli.rewards.memory_r1",
     "memfactory_cli.rewards.judge",
     "memfactory_cli.agents.memagent",
 )
