@@ -22,6 +22,8 @@ _BUILTIN_MODULES = (
     "memfactory_cli.data.locomo",
     "memfactory_cli.modules.recurrent_memory",
     "memfactory_cli.modules.retriever",
+    "memfactory_cli.modules.extractor",
+    "memfactory_cli.modules.updater",
     "memfactory_cli.envs.longcontext",
     "memfactory_cli.envs.memory_bank",
     "memfactory_cli.rewards.qa",
@@ -29,6 +31,7 @@ _BUILTIN_MODULES = (
     "memfactory_cli.rewards.memory_r1",
     "memfactory_cli.rewards.judge",
     "memfactory_cli.agents.memagent",
+    "memfactory_cli.agents.memory_r1",
 )
 
 
