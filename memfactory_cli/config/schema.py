@@ -39,8 +39,8 @@ class ModelConfig:
 class AgentConfig:
     name: str = _help("Registered agent (`memfactory list agent`).", "memagent")
     modules: dict[str, dict[str, Any]] = _help(
-        "Slot -> module spec ({name: <registered module>, ...its options}).",
-        default_factory=lambda: {"memory": {"name": "recurrent_memory"}},
+        "Slot -> module spec ({name: <registered module>, ...its options}); a slot left out gets the agent's default.",
+        default_factory=dict,
     )
     train: str = _help("Which role GRPO trains, for agents with several (memory_r1: manager | answer).", "")
     reranker: str = _help("Reranker variant, for agents that rerank retrieved memories (rmm: linear | llm).", "")
