@@ -42,7 +42,9 @@ def test_linear_variant_two_steps_saves_a_loadable_reranker(tmp_path):
     assert not (run_dir / "final" / "model.safetensors").exists()  # the LLM is frozen: nothing of it is saved
     summary = json.loads((run_dir / "eval_before_after.json").read_text())
     assert {"em", "f1", "recall@k", "recall@m"} <= set(summary["after"])
-    assert set(summary["after_by_type"]) <= {"single-session-user", "knowledge-update"} and summary["after_by_type"]
+    groups = summary["after_by_group"]["groups"]
+    assert summary["after_by_group"]["by"] == "question_type" and groups
+    assert set(groups) <= {"single-session-user", "knowledge-update"} and "recall@m" in next(iter(groups.values()))["metrics"]
     rollouts = [json.loads(x) for x in (run_dir / "rollouts.jsonl").read_text().splitlines()]
     assert rollouts and "kept" in rollouts[0] and "retrieval" in rollouts[0]
 

@@ -201,6 +201,8 @@ def normalise_row(row: dict[str, Any], where: str, index: int) -> dict[str, Any]
     }
     if "answer_prefix" in row:
         out["answer_prefix"] = str(row["answer_prefix"])
+    if isinstance(row.get("meta"), dict):  # agent-specific structure (e.g. a conversation), passed through as is
+        out["meta"] = row["meta"]
     return out
 
 

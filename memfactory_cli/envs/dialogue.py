@@ -21,6 +21,8 @@ RETRIEVAL_METRICS = ("recall@k", "recall@m")
 
 @register("env", "multi_session")
 class MultiSessionEnv:
+    group_by = "question_type"  # evaluations also report every metric per LongMemEval question type
+
     def __init__(self, data: DataConfig):
         self.data = data
 

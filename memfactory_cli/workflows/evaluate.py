@@ -73,6 +73,30 @@ def summarise(
     return per_question, summary
 
 
+def field_of(row: dict[str, Any], path: str) -> Any:
+    """A row's value at a dotted path (``meta.category``), or None."""
+    value: Any = row
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def summarise_groups(
+    records: list[dict[str, Any]], rows: list[dict[str, Any]], metrics: tuple[str, ...], k: int, path: str
+) -> dict[str, dict[str, Any]]:
+    """``summarise`` within each group of questions sharing the value of a row field (e.g. LoCoMo's category)."""
+    groups: dict[str, set[int]] = {}
+    for q, row in enumerate(rows):
+        value = field_of(row, path)
+        if value is not None:
+            groups.setdefault(str(value), set()).add(q)
+    out = {}
+    for name in sorted(groups, key=lambda g: (len(g), g)):
+        _, summary = summarise([r for r in records if r["q"] in groups[name]], metrics, len(rows), k)
+        out[name] = {"n": len(groups[name]), "metrics": summary}
+    return out
+
+
 def evaluate_rows(
     agent: Any, env: Any, rows: list[dict[str, Any]], generator: Generator, k: int = 1, batch_questions: int = 64
 ) -> dict[str, Any]:
@@ -83,7 +107,10 @@ def evaluate_rows(
     pairs = [(q, s) for q in range(len(rows)) for s in range(k)]
     records = [r for batch in rollout_pairs(agent, env, rows, generator, pairs, metrics, batch_questions * k) for r in batch]
     per_question, summary = summarise(records, metrics, len(rows), k)
-    return {"n": len(rows), "k": k, "metrics": summary, "per_question": per_question, "records": records}
+    out = {"n": len(rows), "k": k, "metrics": summary, "per_question": per_question, "records": records}
+    if getattr(env, "group_by", None):
+        out["by_group"] = {"by": env.group_by, "groups": summarise_groups(records, rows, metrics, k, env.group_by)}
+    return out
 
 
 def paired_delta(before: list[dict[str, float]], after: list[dict[str, float]], metric: str) -> dict[str, float]:

@@ -6,7 +6,7 @@ with the frozen LLM sampling at ``generation.temperature``, then takes REINFORCE
 ``agent.options.batch_size`` questions. The run directory holds ``config.yaml``, ``metrics.jsonl``,
 ``rollouts.jsonl``, ``checkpoint-N/reranker.pt`` every ``trainer.save_steps`` and ``final/reranker.pt``; with
 ``trainer.eval_before_after`` the held-out set is evaluated (plain top-M, greedy answers) before and after, overall
-and by ``question_type``, into ``eval_before_after.json``.
+and per ``env.group_by`` (``question_type``), into ``eval_before_after.json``.
 """
 
 from __future__ import annotations
@@ -24,17 +24,6 @@ from memfactory_cli.io import atomic_dir, atomic_write_text, ensure_writable_dir
 from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
 from memfactory_cli.workflows.common import build_agent, build_env, eval_generator, training_sampling
 from memfactory_cli.workflows.evaluate import evaluate_rows, mean_stderr, paired_delta
-
-
-def by_type(records: list[dict[str, Any]], metrics: tuple[str, ...]) -> dict[str, dict[str, float]]:
-    """Mean of each metric per ``question_type`` (scores that are None, e.g. recall without gold, left out)."""
-    groups: dict[str, dict[str, list[float]]] = {}
-    for r in records:
-        g = groups.setdefault(str(r.get("question_type")), {})
-        for m in metrics:
-            if r["scores"].get(m) is not None:
-                g.setdefault(m, []).append(r["scores"][m])
-    return {t: {m: sum(v) / len(v) for m, v in g.items()} | {"n": max(len(v) for v in g.values()) if g else 0} for t, g in sorted(groups.items())}
 
 
 def _append_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -59,9 +48,7 @@ def _batches(n_rows: int, size: int, seed: int):
 
 def _evaluate(agent: Any, env: Any, rows: list[dict[str, Any]], generator: Any, batch: int) -> dict[str, Any]:
     agent.training = False
-    result = evaluate_rows(agent, env, rows, generator, batch_questions=batch)
-    result["by_type"] = by_type(result["records"], env.metric_names(rows))
-    return result
+    return evaluate_rows(agent, env, rows, generator, batch_questions=batch)
 
 
 def run(cfg: RecipeConfig) -> Path:
@@ -139,8 +126,8 @@ def run(cfg: RecipeConfig) -> Path:
             "before": before["metrics"],
             "after": after["metrics"],
             "delta": deltas,
-            "before_by_type": before["by_type"],
-            "after_by_type": after["by_type"],
+            "before_by_group": before.get("by_group"),
+            "after_by_group": after.get("by_group"),
         }
         atomic_write_text(run_dir / "eval_before_after.json", json.dumps(summary, indent=2))
     print(f"run directory: {run_dir}  (reranker: {run_dir / 'final' / weights.name})")
