@@ -132,3 +132,17 @@ def test_rmm_rewards():
     assert rmm_accuracy_reward(None, completions, rmm_answer=replies, answers=answers) == [1.0, 0.0, 1.0]
     cited = rmm_citation_reward(None, completions, rmm_answer=replies, rmm_cited=[1, 1, 9], answers=answers)
     assert cited == [0.125, 0.0, 1.0]  # only when correct, capped at 1
+
+
+def test_locomo_question_rows_become_sessions_with_evidence():
+    from memfactory_cli.envs.dialogue import MultiSessionEnv
+
+    env = MultiSessionEnv(DataConfig(train="synth_dialogue_train", synth={}))
+    rows = env.rows("train")
+    assert rows and all(r["sessions"] for r in rows)
+    with_gold = [r for r in rows if gold_turns(r)]
+    assert with_gold, "LoCoMo evidence ids must mark has_answer turns"
+    row = with_gold[0]
+    assert row["question_type"].startswith("category ")
+    texts = [t["text"] for s in row["sessions"] for t in s["turns"] if t["has_answer"]]
+    assert texts

@@ -28,6 +28,7 @@ from typing import Any
 from memfactory_cli.agents.base import Episode, Trajectory, Turn
 from memfactory_cli.agents.memagent import build_module
 from memfactory_cli.config.loader import build_dataclass
+from memfactory_cli.data.dialogues import from_conversation_row, gold_turns
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import Generator
 from memfactory_cli.modules import reflection as rf
@@ -107,8 +108,13 @@ class RMMTrajectory(Trajectory):
 
 
 def _decode_sessions(row: dict[str, Any]) -> dict[str, Any]:
-    """Rows from the TRL dataset carry sessions as JSON text (one column type); rows from files as lists."""
+    """Rows from the TRL dataset carry sessions as JSON text (one column type); rows from files as lists; LoCoMo
+    question rows (``meta.turns``, e.g. ``memfactory eval --set locomo_test``) are regrouped into sessions."""
     sessions = row.get("sessions")
+    if sessions is None and isinstance(row.get("meta"), dict) and "turns" in row["meta"]:
+        return from_conversation_row(row)
+    if not isinstance(sessions, (str, list)):
+        raise UserError(f"row {row.get('id')}: rmm needs multi-session rows (LongMemEval, MSC, LoCoMo questions, rmm_synth_*)")
     return {**row, "sessions": json.loads(sessions)} if isinstance(sessions, str) else row
 
 
@@ -359,8 +365,6 @@ class RMMAgent:
     @staticmethod
     def _score(t: RMMTrajectory, bank: rf.TopicBank) -> None:
         """recall@k / recall@m: is any gold evidence turn referenced by a retrieved / kept entry (None: no gold)."""
-        from memfactory_cli.data.dialogues import gold_turns
-
         gold = gold_turns(t.episode.row)
 
         def hit(positions: list[int]) -> float | None:

@@ -125,6 +125,24 @@ def from_msc(item: dict[str, Any], where: str, index: int) -> dict[str, Any]:
     return {"id": rid, "question": dialog[-2].get("text", ""), "answers": [dialog[-1].get("text", "")], "question_type": "msc_response", "sessions": sessions}
 
 
+def from_conversation_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A LoCoMo-style question row (``meta.turns`` with session numbers, ``meta.qa`` evidence ``dia_id``s; see
+    ``data/locomo.py``) -> the canonical multi-session row, evidence turns marked ``has_answer``."""
+    meta = row["meta"]
+    evidence = {e for q in meta.get("qa", []) for e in q.get("evidence", [])}
+    sessions: dict[Any, dict[str, Any]] = {}
+    for t in meta["turns"][: meta.get("turn_index", len(meta["turns"]))]:
+        s = sessions.setdefault(t.get("session"), {"id": f"{meta.get('conversation', '')}-s{t.get('session')}", "date": t.get("timestamp", ""), "turns": []})
+        s["turns"].append({"speaker": t["speaker"], "text": t["text"], "has_answer": t.get("dia_id") in evidence})
+    return {
+        "id": row["id"],
+        "question": row["question"],
+        "answers": row["answers"],
+        "question_type": f"category {meta.get('category')}",
+        "sessions": list(sessions.values()),
+    }
+
+
 def gold_turns(row: dict[str, Any]) -> set[str]:
     """Evidence turn ids ``"<session id>:<turn index>"``: the has_answer turns, else every turn of the answer sessions."""
     marked = {f"{s['id']}:{j}" for s in row["sessions"] for j, t in enumerate(s["turns"]) if t.get("has_answer")}

@@ -1,4 +1,5 @@
-"""MultiSessionEnv: a question asked after a haystack of past chat sessions (RMM on LongMemEval, MSC, synthetic).
+"""MultiSessionEnv: a question asked after a haystack of past chat sessions (RMM on LongMemEval, MSC, LoCoMo
+question rows, synthetic).
 
 Answer metrics are EM and F1 of the boxed answer. Retrieval metrics come from the agent's trajectory, which knows
 what it retrieved: ``recall@k`` (gold evidence among the K retrieved) and ``recall@m`` (among the M kept by the
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from memfactory_cli.config.schema import DataConfig
+from memfactory_cli.data import dialogues
 from memfactory_cli.data.sources import load_rows
 from memfactory_cli.errors import UserError
 from memfactory_cli.registry import register
@@ -35,9 +37,17 @@ class MultiSessionEnv:
             rows = load_rows(self.data.eval, self.data, self.data.eval_limit)
         else:
             raise ValueError(split)
-        if any("sessions" not in r for r in rows):
-            raise UserError(f"env multi_session needs multi-session rows (LongMemEval, MSC or rmm_synth_*); data.{split} has none")
-        return rows
+        out = []
+        for r in rows:
+            if "sessions" not in r and isinstance(r.get("meta"), dict) and "turns" in r["meta"] and r["meta"].get("kind", "question") == "question":
+                r = dialogues.validate(dialogues.from_conversation_row(r), f"data.{split}: row {r['id']}", 0)
+            if "sessions" not in r:
+                raise UserError(
+                    f"env multi_session needs multi-session rows (LongMemEval, MSC, LoCoMo questions or rmm_synth_*); "
+                    f"data.{split} row {r.get('id')} is not one"
+                )
+            out.append(r)
+        return out
 
     def train_dataset(self, rows: list[dict[str, Any]]):
         """A ``datasets.Dataset`` for TRL: ``prompt`` plus the row, sessions kept as JSON text (a fixed column type)."""
