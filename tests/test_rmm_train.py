@@ -69,3 +69,19 @@ def test_gpu_recipe_on_a_cpu_machine_fails_fast(tmp_path):
         pytest.skip("this machine has a GPU")
     with pytest.raises(UserError, match="needs a CUDA GPU"):
         train.run(str(ROOT / "recipes" / "rmm_qwen3_1.7b.yaml"), [f"output.dir={tmp_path}"])
+
+
+def test_memfactory_eval_reports_recall_by_question_type_and_guards_the_reranker(tmp_path):
+    import pytest
+
+    from memfactory_cli.errors import UserError
+    from memfactory_cli.workflows import eval_sets
+
+    overrides = _overrides(tmp_path / "unused", **{"agent.reranker": "none"})
+    (entry,) = eval_sets.run(["rmm_synth_eval"], RECIPE, overrides, out=str(tmp_path / "eval"), progress=lambda *_: None)
+    assert {"em", "f1", "recall@k", "recall@m"} <= set(entry["metrics"])
+    assert entry["by_group"]["by"] == "question_type"
+    records = [json.loads(x) for x in (tmp_path / "eval" / "results.jsonl").read_text().splitlines()]
+    assert all("recall@m" in r["scores"] and r["kept"] is not None for r in records)
+    with pytest.raises(UserError, match="different agent settings"):
+        eval_sets.run(["rmm_synth_eval"], RECIPE, _overrides(tmp_path / "unused"), out=str(tmp_path / "eval"))

@@ -235,7 +235,12 @@ def _run(
     check_settings(
         out_dir,
         {
-            "agent": {"name": cfg.agent.name, "modules": cfg.agent.modules},
+            "agent": {
+                "name": cfg.agent.name,
+                "modules": cfg.agent.modules,
+                # set only: folders made before these settings existed still resume (e.g. RMM reranker weights)
+                **{k: v for k in ("train", "reranker", "options") if (v := getattr(cfg.agent, k))},
+            },
             "sampling": dataclasses.asdict(sampling),
             "data": {"seed": cfg.data.seed, "synth": cfg.data.synth},
             "judge": cfg.eval.judge,
