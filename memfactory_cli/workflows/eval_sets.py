@@ -235,7 +235,11 @@ def _run(
     check_settings(
         out_dir,
         {
-            "agent": {"name": cfg.agent.name, "modules": cfg.agent.modules},
+            "agent": {
+                "name": cfg.agent.name,
+                "modules": cfg.agent.modules,
+                **({"options": cfg.agent.options} if cfg.agent.options else {}),  # e.g. memory_r1's bank_manager
+            },
             "sampling": dataclasses.asdict(sampling),
             "data": {"seed": cfg.data.seed, "synth": cfg.data.synth},
             "judge": cfg.eval.judge,
