@@ -13,7 +13,7 @@ RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_every_shipped_recipe_loads(recipe):
     cfg = load_recipe(recipe)
-    assert cfg.agent.name in registry("agent").names()
+    assert cfg.agent.name in registry("agent").names() and cfg.env.name in registry("env").names()
     assert cfg.trainer.max_steps > 0
 
 

@@ -130,7 +130,7 @@ class MemoryR1Agent:
         self.tokenizer = tokenizer
         self.train = train
         self.config = config
-        self.specs = {slot: dict(modules.get(slot, self.defaults[slot])) for slot in self.slots}
+        self.specs = {slot: {**self.defaults[slot], **modules.get(slot, {})} for slot in self.slots}
         self._modules: dict[int, dict[str, Any]] = {}
         self.retriever = build_module("retriever", self.specs["retriever"], tokenizer, "agent.modules.retriever")
         self.modules(tokenizer)  # validate module options now, not at the first rollout

@@ -134,7 +134,8 @@ class RMMAgent:
         self.tokenizer = tokenizer
         self.config = config
         self.kind = reranker
-        self.retriever = build_module("retriever", modules.get("retriever", {"name": "embedding"}), tokenizer, "agent.modules.retriever")
+        spec = {"name": "embedding", **modules.get("retriever", {})}
+        self.retriever = build_module("retriever", spec, tokenizer, "agent.modules.retriever")
         self.training = False  # Gumbel sampling (train) or plain top-M (eval) for the linear reranker
         self._reranker: LinearReranker | None = None
         if reranker == "linear" or config.memory == "reflection":

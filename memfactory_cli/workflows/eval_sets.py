@@ -238,7 +238,8 @@ def _run(
             "agent": {
                 "name": cfg.agent.name,
                 "modules": cfg.agent.modules,
-                # set only: folders made before these settings existed still resume (e.g. RMM reranker weights)
+                # set only, so folders made before these settings existed still resume (RMM reranker weights,
+                # memory_r1's bank_manager, ...)
                 **{k: v for k in ("train", "reranker", "options") if (v := getattr(cfg.agent, k))},
             },
             "sampling": dataclasses.asdict(sampling),
