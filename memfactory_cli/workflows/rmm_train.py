@@ -46,6 +46,23 @@ def _batches(n_rows: int, size: int, seed: int):
         order = order[size:]
 
 
+def _swanlab(cfg: RecipeConfig, run_dir: Path) -> Any:
+    """A SwanLab run for the loop (offline by default), or None when ``logging.swanlab: disabled``."""
+    from memfactory_cli.trainer.callbacks import swanlab_callbacks
+    from memfactory_cli.workflows.train import _plain
+
+    mode = cfg.logging.swanlab
+    name = cfg.logging.experiment or run_dir.name
+    if not swanlab_callbacks(mode, cfg.logging.project, name, run_dir / "swanlog", {}):  # validates mode and key
+        return None
+    import swanlab
+
+    return swanlab.init(
+        project=cfg.logging.project, name=name, mode="online" if mode == "cloud" else "offline",
+        log_dir=str(run_dir / "swanlog"), config={"recipe": _plain(cfg)},
+    )
+
+
 def _evaluate(agent: Any, env: Any, rows: list[dict[str, Any]], generator: Any, batch: int) -> dict[str, Any]:
     agent.training = False
     return evaluate_rows(agent, env, rows, generator, batch_questions=batch)
@@ -80,34 +97,41 @@ def run(cfg: RecipeConfig) -> Path:
     greedy = eval_generator(model, tokenizer, cfg.eval)
     before = _evaluate(agent, env, eval_rows, greedy, cfg.eval.batch_size) if eval_rows else None
 
+    tracker = _swanlab(cfg, run_dir)
     batches = _batches(len(train_rows), t.questions_per_step, t.seed)
     rollout_rng = random.Random(t.seed)
     start = time.perf_counter()
-    for step in range(1, t.max_steps + 1):
-        step_start = time.perf_counter()
-        agent.training = True
-        trajectories = agent.rollout(agent.episodes([train_rows[i] for i in next(batches)]), sampler)
-        rolled = time.perf_counter()
-        learned = agent.learn(trajectories)
-        answers = [env.score(tr.answer, tr.episode.row["answers"], ("em", "f1")) for tr in trajectories]
-        line = {
-            "step": step,
-            **learned,
-            **agent.rollout_metrics(trajectories),
-            "answer/em": sum(a["em"] for a in answers) / len(answers),
-            "answer/f1": sum(a["f1"] for a in answers) / len(answers),
-            "time/generate_s": rolled - step_start,
-            "time/update_s": time.perf_counter() - rolled,
-        }
-        _append_jsonl(run_dir / "metrics.jsonl", [line])
-        if cfg.logging.rollout_samples > 0:
-            picked = rollout_rng.sample(trajectories, min(cfg.logging.rollout_samples, len(trajectories)))
-            _append_jsonl(run_dir / "rollouts.jsonl", [{"step": step, **tr.to_record()} for tr in picked])
-        if cfg.logging.progress:
-            print(f"step {step}/{t.max_steps}  reward {line['reranker/reward']:+.3f}  recall@m {line.get('retrieval/recall@m', float('nan')):.3f}")
-        if t.save_steps > 0 and step % t.save_steps == 0:
-            with atomic_dir(run_dir / f"checkpoint-{step}") as tmp:
-                agent.save(tmp)
+    try:
+        for step in range(1, t.max_steps + 1):
+            step_start = time.perf_counter()
+            agent.training = True
+            trajectories = agent.rollout(agent.episodes([train_rows[i] for i in next(batches)]), sampler)
+            rolled = time.perf_counter()
+            learned = agent.learn(trajectories)
+            answers = [env.score(tr.answer, tr.episode.row["answers"], ("em", "f1")) for tr in trajectories]
+            line = {
+                "step": step,
+                **learned,
+                **agent.rollout_metrics(trajectories),
+                "answer/em": sum(a["em"] for a in answers) / len(answers),
+                "answer/f1": sum(a["f1"] for a in answers) / len(answers),
+                "time/generate_s": rolled - step_start,
+                "time/update_s": time.perf_counter() - rolled,
+            }
+            _append_jsonl(run_dir / "metrics.jsonl", [line])
+            if tracker is not None:
+                tracker.log({k: v for k, v in line.items() if k != "step"}, step=step)
+            if cfg.logging.rollout_samples > 0:
+                picked = rollout_rng.sample(trajectories, min(cfg.logging.rollout_samples, len(trajectories)))
+                _append_jsonl(run_dir / "rollouts.jsonl", [{"step": step, **tr.to_record()} for tr in picked])
+            if cfg.logging.progress:
+                print(f"step {step}/{t.max_steps}  reward {line['reranker/reward']:+.3f}  recall@m {line.get('retrieval/recall@m', float('nan')):.3f}")
+            if t.save_steps > 0 and step % t.save_steps == 0:
+                with atomic_dir(run_dir / f"checkpoint-{step}") as tmp:
+                    agent.save(tmp)
+    finally:
+        if tracker is not None:
+            tracker.finish()
     agent.reranker.step()  # flush a partial batch: no gradient is dropped
     agent.training = False
     train_seconds = time.perf_counter() - start
