@@ -19,13 +19,23 @@ FAMILIES = ("recurrent_memory", "extractor", "updater", "retriever", "agent", "e
 _BUILTIN_MODULES = (
     "memfactory_cli.models.aliases",
     "memfactory_cli.data.sources",
+    "memfactory_cli.data.locomo",
+    "memfactory_cli.data.dialogues",
     "memfactory_cli.modules.recurrent_memory",
     "memfactory_cli.modules.retriever",
+    "memfactory_cli.modules.extractor",
+    "memfactory_cli.modules.updater",
     "memfactory_cli.envs.longcontext",
+    "memfactory_cli.envs.memory_bank",
+    "memfactory_cli.envs.dialogue",
     "memfactory_cli.rewards.qa",
     "memfactory_cli.rewards.format",
+    "memfactory_cli.rewards.memory_r1",
     "memfactory_cli.rewards.judge",
     "memfactory_cli.agents.memagent",
+    "memfactory_cli.agents.memory_r1",
+    "memfactory_cli.agents.rmm",
+    "memfactory_cli.rewards.rmm",
 )
 
 

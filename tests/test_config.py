@@ -4,6 +4,7 @@ import pytest
 
 from memfactory_cli.config import load_recipe, to_yaml
 from memfactory_cli.errors import UserError
+from memfactory_cli.registry import registry
 from tests.conftest import ROOT
 
 RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
@@ -12,7 +13,7 @@ RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_every_shipped_recipe_loads(recipe):
     cfg = load_recipe(recipe)
-    assert cfg.agent.name == "memagent"
+    assert cfg.agent.name in registry("agent").names() and cfg.env.name in registry("env").names()
     assert cfg.trainer.max_steps > 0
 
 

@@ -35,7 +35,7 @@ class MemAgent:
         unknown = set(modules) - set(self.slots)
         if unknown:
             raise UserError(f"agent.modules.{sorted(unknown)[0]}: memagent has no such slot; slots: {', '.join(self.slots)}")
-        spec = modules.get("memory", {"name": "recurrent_memory"})
+        spec = {"name": "recurrent_memory", **modules.get("memory", {})}
         self.tokenizer = tokenizer
         self.memory = build_module("recurrent_memory", spec, tokenizer, "agent.modules.memory")
 

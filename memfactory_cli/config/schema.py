@@ -41,8 +41,8 @@ class ModelConfig:
 class AgentConfig:
     name: str = _help("Registered agent (`memfactory list agent`).", "memagent")
     modules: dict[str, dict[str, Any]] = _help(
-        "Slot -> module spec ({name: <registered module>, ...its options}).",
-        default_factory=lambda: {"memory": {"name": "recurrent_memory"}},
+        "Slot -> module spec ({name: <registered module>, ...its options}); a slot left out gets the agent's default.",
+        default_factory=dict,
     )
     train: str = _help("Which role GRPO trains, for agents with several (memory_r1: manager | answer).", "")
     reranker: str = _help("Reranker variant, for agents that rerank retrieved memories (rmm: linear | llm).", "")
@@ -51,7 +51,7 @@ class AgentConfig:
 
 @dataclass
 class EnvConfig:
-    name: str = _help("Registered environment: longcontext.", "longcontext")
+    name: str = _help("Registered environment: longcontext | memory_bank.", "longcontext")
 
 
 @dataclass
@@ -62,6 +62,7 @@ class DataConfig:
     eval_limit: int | None = _help("Use only the first N held-out rows.", None)
     seed: int = _help("Seed for the synthetic generator.", 0)
     synth: dict[str, Any] = _help("Options of the synthetic generator (see `memfactory data synth --help`).", default_factory=dict)
+    locomo_path: str = _help("Local copy of LoCoMo's locomo10.json, read by the locomo_* sets.", "data/locomo10.json")
 
 
 @dataclass

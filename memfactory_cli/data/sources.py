@@ -164,6 +164,10 @@ def normalise_row(row: dict[str, Any], where: str, index: int) -> dict[str, Any]
     """One input row (any accepted schema) -> the canonical episode row."""
     if not isinstance(row, dict):
         raise UserError(f"{where}: expected an object, got {type(row).__name__}")
+    from memfactory_cli.data import dialogues  # multi-session chats (RMM): LongMemEval, MSC, canonical
+
+    if dialogues.is_dialogue_row(row):
+        return dialogues.convert(row, where, index)
     if "context" not in row:
         raise UserError(f"{where}: missing field 'context'")
     context = row["context"]
@@ -197,6 +201,8 @@ def normalise_row(row: dict[str, Any], where: str, index: int) -> dict[str, Any]
     }
     if "answer_prefix" in row:
         out["answer_prefix"] = str(row["answer_prefix"])
+    if isinstance(row.get("meta"), dict):  # agent-specific structure (e.g. a conversation), passed through as is
+        out["meta"] = row["meta"]
     return out
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 # The headline metric of a set: the judge when there is one (MemFactory's choice), RULER's score for RULER sets,
 # else sub-EM (what MemAgent's published accuracies are, inferred).
-PRIMARY_ORDER = ("judge", "string_match_all", "sub_em", "em", "f1")
+PRIMARY_ORDER = ("judge", "string_match_all", "sub_em", "f1", "em")
 
 
 def primary_metric(metrics: dict[str, Any]) -> str:
@@ -67,6 +67,15 @@ def to_markdown(entries: list[dict[str, Any]]) -> str:
         for name, stats in e["metrics"].items():
             detail.append([e["set"], e["model"], name, _cell(stats), str(e["n"]), str(e["k"]), f"{e.get('context_tokens', 0):.0f}"])
     parts.append(_table(["set", "model", "metric", "avg@k ± stderr", "n", "k", "context tokens (mean)"], detail))
+    grouped = [
+        [e["set"], e["model"], f"{e['by_group']['by']}={g}", name, _cell(stats), str(part["n"])]
+        for e in entries
+        if e.get("by_group")
+        for g, part in e["by_group"]["groups"].items()
+        for name, stats in part["metrics"].items()
+    ]
+    if grouped:
+        parts += ["## By group", _table(["set", "model", "group", "metric", "avg@k ± stderr", "n"], grouped)]
     sampling = entries[0].get("sampling")
     if sampling:
         parts.append("Sampling: " + ", ".join(f"{key}={value}" for key, value in sampling.items()))

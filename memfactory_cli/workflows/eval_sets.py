@@ -25,7 +25,7 @@ from memfactory_cli.generation.base import HFGenerator, SamplingParams
 from memfactory_cli.io import atomic_write_text, ensure_writable_dir
 from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
 from memfactory_cli.workflows.common import build_agent, build_env
-from memfactory_cli.workflows.evaluate import rollout_pairs, summarise
+from memfactory_cli.workflows.evaluate import rollout_pairs, summarise, summarise_groups
 
 Key = tuple[str, str, int, int]
 
@@ -162,6 +162,8 @@ def evaluate_set(
         progress(f"{set_name} x {label}: {len(log.select(set_name, label))}/{total} rows ({time.perf_counter() - start:.1f} s)")
     done = [r for r in log.select(set_name, label) if r["q"] < len(rows) and r["sample"] < k]
     _, summary = summarise(done, metrics, len(rows), k)
+    group_by = getattr(env, "group_by", None)  # e.g. LoCoMo's category: every metric per group too
+    groups = {"by": group_by, "groups": summarise_groups(done, rows, metrics, k, group_by)} if group_by else None
     return {
         "set": set_name,
         "n": len(rows),
@@ -172,6 +174,7 @@ def evaluate_set(
         "source": set_source(set_name),
         "sampling": dataclasses.asdict(generator.sampling),
         "judge": _judge_identity(cfg.eval.judge),
+        **({"by_group": groups} if groups else {}),
     }
 
 
@@ -232,7 +235,13 @@ def _run(
     check_settings(
         out_dir,
         {
-            "agent": {"name": cfg.agent.name, "modules": cfg.agent.modules},
+            "agent": {
+                "name": cfg.agent.name,
+                "modules": cfg.agent.modules,
+                # set only, so folders made before these settings existed still resume (RMM reranker weights,
+                # memory_r1's bank_manager, ...)
+                **{k: v for k in ("train", "reranker", "options") if (v := getattr(cfg.agent, k))},
+            },
             "sampling": dataclasses.asdict(sampling),
             "data": {"seed": cfg.data.seed, "synth": cfg.data.synth},
             "judge": cfg.eval.judge,

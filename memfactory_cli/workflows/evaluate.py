@@ -31,7 +31,8 @@ def rollout_pairs(
 ) -> Iterator[list[dict[str, Any]]]:
     """Roll out (question index, sample index) pairs ``batch`` trajectories at a time; yield each batch's scored records.
 
-    Any subset of pairs can be asked for, which is what lets a resumed eval roll out only what is missing.
+    Any subset of pairs can be asked for, which is what lets a resumed eval roll out only what is missing. A
+    trajectory may measure scores of its own (``scores``: RMM's retrieval recall); they join the answer's.
     """
     for start in range(0, len(pairs), max(1, batch)):
         chunk = pairs[start : start + max(1, batch)]
@@ -39,7 +40,7 @@ def rollout_pairs(
         episodes = dict(zip(questions, agent.episodes([rows[q] for q in questions])))
         trajectories = agent.rollout([episodes[q] for q, _ in chunk], generator)
         yield [
-            {**t.to_record(), "q": q, "sample": s, "context_tokens": len(t.episode.context_ids), "scores": env.score(t.answer, t.episode.row["answers"], metrics)}
+            {**t.to_record(), "q": q, "sample": s, "context_tokens": len(t.episode.context_ids), "scores": {**env.score(t.answer, t.episode.row["answers"], metrics), **getattr(t, "scores", {})}}
             for (q, s), t in zip(chunk, trajectories)
         ]
 
@@ -72,6 +73,30 @@ def summarise(
     return per_question, summary
 
 
+def field_of(row: dict[str, Any], path: str) -> Any:
+    """A row's value at a dotted path (``meta.category``), or None."""
+    value: Any = row
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def summarise_groups(
+    records: list[dict[str, Any]], rows: list[dict[str, Any]], metrics: tuple[str, ...], k: int, path: str
+) -> dict[str, dict[str, Any]]:
+    """``summarise`` within each group of questions sharing the value of a row field (e.g. LoCoMo's category)."""
+    groups: dict[str, set[int]] = {}
+    for q, row in enumerate(rows):
+        value = field_of(row, path)
+        if value is not None:
+            groups.setdefault(str(value), set()).add(q)
+    out = {}
+    for name in sorted(groups, key=lambda g: (len(g), g)):
+        _, summary = summarise([r for r in records if r["q"] in groups[name]], metrics, len(rows), k)
+        out[name] = {"n": len(groups[name]), "metrics": summary}
+    return out
+
+
 def evaluate_rows(
     agent: Any, env: Any, rows: list[dict[str, Any]], generator: Generator, k: int = 1, batch_questions: int = 64
 ) -> dict[str, Any]:
@@ -82,7 +107,10 @@ def evaluate_rows(
     pairs = [(q, s) for q in range(len(rows)) for s in range(k)]
     records = [r for batch in rollout_pairs(agent, env, rows, generator, pairs, metrics, batch_questions * k) for r in batch]
     per_question, summary = summarise(records, metrics, len(rows), k)
-    return {"n": len(rows), "k": k, "metrics": summary, "per_question": per_question, "records": records}
+    out = {"n": len(rows), "k": k, "metrics": summary, "per_question": per_question, "records": records}
+    if getattr(env, "group_by", None):
+        out["by_group"] = {"by": env.group_by, "groups": summarise_groups(records, rows, metrics, k, env.group_by)}
+    return out
 
 
 def paired_delta(before: list[dict[str, float]], after: list[dict[str, float]], metric: str) -> dict[str, float]:

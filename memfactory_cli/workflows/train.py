@@ -220,6 +220,9 @@ def run(recipe: str, overrides: list[str]) -> Path:
     from memfactory_cli.workflows.evaluate import paired_delta
 
     cfg = load_recipe(recipe, overrides)
+    own_loop = agent_training_loop(cfg)
+    if own_loop is not None:
+        return own_loop(cfg)
     training = build(cfg)
     before = _evaluate(training) if training.eval_rows else None
     start = time.perf_counter()
@@ -243,6 +246,19 @@ def run(recipe: str, overrides: list[str]) -> Path:
         atomic_write_text(training.run_dir / "eval_before_after.json", json.dumps(summary, indent=2))
     print(f"run directory: {training.run_dir}  (final model: {final})")
     return training.run_dir
+
+
+def agent_training_loop(cfg: RecipeConfig) -> Any:
+    """An agent whose learner is not GRPO on the LLM (RMM's linear reranker) names its own loop through
+    ``training_loop(agent_cfg) -> 'pkg.module:function' | None``; that function takes the recipe, returns the run dir."""
+    import importlib
+
+    declare = getattr(registry("agent").get(cfg.agent.name), "training_loop", None)
+    path = declare(cfg.agent) if declare is not None else None
+    if path is None:
+        return None
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _plain(cfg: RecipeConfig) -> dict[str, Any]:

@@ -1,0 +1,404 @@
+"""RMM (Reflective Memory Management, Tan et al. 2025): topic memories in, a learned reranker out.
+
+One episode = a question asked after a haystack of past sessions. A rollout:
+
+1. **Prospective reflection** builds the episode's bank (``options.memory: reflection``): after each session the
+   LLM writes topic summaries per speaker (two prompts), and for each summary decides ``Add()`` or
+   ``Merge(index, merged)`` against the ``update_top_k`` most similar entries. ``memory: turn | session`` stores raw
+   turns or sessions instead (no LLM calls; for the reranker alone and CPU runs).
+2. **Retrieve** the top-K entries with the retriever (frozen embeddings).
+3. **Rerank**, by ``agent.reranker``:
+   - ``linear`` (paper): the residual linear reranker keeps M of K (Gumbel top-M while training, top-M in eval);
+     after the answer it learns by REINFORCE from the citations (:meth:`learn`, driven by ``workflows/rmm_train``);
+   - ``llm`` (MemFactory-style, not the paper's method): the policy picks at most ``llm_max_ids`` ids from the top
+     ``llm_top_k``; that turn is what GRPO trains, with the ``rmm_*`` rewards;
+   - ``none``: the embedder's own top-M (the no-reranker baseline).
+4. **Answer** from the kept memories and **cite** them ``[i, j]`` / ``[NO_CITE]``.
+
+Trajectories are batched across episodes at every stage: one generate call per reflection stage, rerank and answer.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from memfactory_cli.agents.base import Episode, Trajectory, Turn
+from memfactory_cli.agents.memagent import build_module
+from memfactory_cli.config.loader import build_dataclass
+from memfactory_cli.data.dialogues import from_conversation_row, gold_turns
+from memfactory_cli.errors import UserError
+from memfactory_cli.generation.base import Generator
+from memfactory_cli.modules import reflection as rf
+from memfactory_cli.modules.reranker import LinearReranker, RerankerConfig
+from memfactory_cli.registry import register
+
+RERANKERS = ("linear", "llm", "none")
+MEMORY_SOURCES = ("reflection", "turn", "session")
+# The file ``workflows/rmm_train`` writes next to the run and ``options.reranker_weights`` loads.
+WEIGHTS_FILE = "reranker.pt"
+
+
+@dataclass
+class RMMConfig:
+    memory: str = "reflection"  # reflection | turn | session: what one bank entry is
+    top_k: int = 20  # K retrieved
+    top_m: int = 5  # M kept and shown to the answer prompt
+    tau: float = 0.5
+    learning_rate: float = 1e-3
+    baseline: float = 0.5
+    batch_size: int = 4  # queries per reranker optimizer step
+    seed: int = 0
+    update_top_k: int = 5  # similar entries shown to the Add/Merge decision
+    llm_top_k: int = 30  # candidates shown to the LLM reranker
+    llm_max_ids: int = 8
+    max_extract_tokens: int = 512
+    max_update_tokens: int = 256
+    max_rerank_tokens: int = 64
+    max_answer_tokens: int = 128
+    enable_thinking: bool = False
+    reranker_weights: str = ""  # a trained linear reranker (``<run>/final/reranker.pt``)
+
+    def __post_init__(self) -> None:
+        if self.memory not in MEMORY_SOURCES:
+            raise UserError(f"agent.options.memory must be one of {', '.join(MEMORY_SOURCES)}, not '{self.memory}'")
+        rf.check_positive(
+            "agent.options", top_k=self.top_k, top_m=self.top_m, update_top_k=self.update_top_k, llm_top_k=self.llm_top_k,
+            llm_max_ids=self.llm_max_ids, max_extract_tokens=self.max_extract_tokens, max_update_tokens=self.max_update_tokens,
+            max_rerank_tokens=self.max_rerank_tokens, max_answer_tokens=self.max_answer_tokens,
+        )
+
+    def reranker(self) -> RerankerConfig:
+        return RerankerConfig(
+            top_k=self.top_k, top_m=self.top_m, tau=self.tau, learning_rate=self.learning_rate, baseline=self.baseline,
+            batch_size=self.batch_size, seed=self.seed,
+        )
+
+
+@dataclass
+class RMMTrajectory(Trajectory):
+    """A trajectory plus what RMM retrieved, kept and cited; ``scores`` are its own retrieval metrics."""
+
+    bank: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[int] = field(default_factory=list)  # bank indices, retrieval order
+    selected: list[int] = field(default_factory=list)  # positions in ``candidates``, selection order
+    cited: list[int] | None = None  # positions in ``selected``; None when the reply had no citation group
+    answer_text: str = ""
+    scores: dict[str, float | None] = field(default_factory=dict)
+    stats: dict[str, float] = field(default_factory=dict)
+    query_embedding: Any = None
+    candidate_embeddings: Any = None
+
+    @property
+    def answer(self) -> str:
+        return self.answer_text
+
+    def to_record(self) -> dict[str, Any]:
+        kept = [self.bank[self.candidates[p]] for p in self.selected]
+        return {
+            **super().to_record(),
+            "question_type": self.episode.row.get("question_type"),
+            "bank_size": len(self.bank),
+            "kept": kept,
+            "cited": self.cited,
+            "retrieval": self.scores,
+        }
+
+
+def _decode_sessions(row: dict[str, Any]) -> dict[str, Any]:
+    """Rows from the TRL dataset carry sessions as JSON text (one column type); rows from files as lists; LoCoMo
+    question rows (``meta.turns``, e.g. ``memfactory eval --set locomo_test``) are regrouped into sessions."""
+    sessions = row.get("sessions")
+    if sessions is None and isinstance(row.get("meta"), dict) and "turns" in row["meta"]:
+        return from_conversation_row(row)
+    if not isinstance(sessions, (str, list)):
+        raise UserError(f"row {row.get('id')}: rmm needs multi-session rows (LongMemEval, MSC, LoCoMo questions, rmm_synth_*)")
+    return {**row, "sessions": json.loads(sessions)} if isinstance(sessions, str) else row
+
+
+@register("agent", "rmm")
+class RMMAgent:
+    """Module slot ``retriever`` (family ``retriever``, default ``embedding``); options: :class:`RMMConfig`."""
+
+    Config = RMMConfig
+    slots = {"retriever": "retriever"}
+
+    def __init__(self, tokenizer: Any, modules: dict[str, dict[str, Any]], reranker: str, config: RMMConfig):
+        unknown = set(modules) - set(self.slots)
+        if unknown:
+            raise UserError(f"agent.modules.{sorted(unknown)[0]}: rmm has no such slot; slots: {', '.join(self.slots)}")
+        if reranker not in RERANKERS:
+            raise UserError(f"agent.reranker must be one of {', '.join(RERANKERS)} for rmm, not '{reranker}'")
+        self.tokenizer = tokenizer
+        self.config = config
+        self.kind = reranker
+        spec = {"name": "embedding", **modules.get("retriever", {})}
+        self.retriever = build_module("retriever", spec, tokenizer, "agent.modules.retriever")
+        self.training = False  # Gumbel sampling (train) or plain top-M (eval) for the linear reranker
+        self._reranker: LinearReranker | None = None
+        if reranker == "linear" or config.memory == "reflection":
+            self._require_embeddings()
+        stops = (tokenizer.eos_token_id, tokenizer.pad_token_id)
+        self.stop_ids = {i for i in stops if i is not None}
+
+    @classmethod
+    def from_config(cls, agent_cfg: Any, tokenizer: Any) -> RMMAgent:
+        if agent_cfg.train:
+            raise UserError("agent.train: rmm has no roles; choose the learner with agent.reranker (linear | llm)")
+        config = build_dataclass(RMMConfig, dict(agent_cfg.options), "agent.options")
+        return cls(tokenizer, agent_cfg.modules, agent_cfg.reranker or "linear", config)
+
+    @staticmethod
+    def training_loop(agent_cfg: Any) -> str | None:
+        """The linear reranker is not trained by GRPO: ``memfactory train`` runs this loop instead."""
+        return "memfactory_cli.workflows.rmm_train:run" if (agent_cfg.reranker or "linear") == "linear" else None
+
+    def _require_embeddings(self) -> None:
+        if not callable(getattr(self.retriever, "embed", None)):
+            raise UserError(
+                "agent.modules.retriever: the linear reranker and the Add/Merge update need embeddings; "
+                "use the embedding or hybrid retriever"
+            )
+
+    @property
+    def reranker(self) -> LinearReranker:
+        """Built on first use, with the dimension the embedder reports (never a hard-coded size)."""
+        if self._reranker is None:
+            self._reranker = LinearReranker(int(self.retriever.embed(["dimension probe"]).shape[-1]), self.config.reranker())
+            if self.config.reranker_weights:
+                self._reranker.load(self.config.reranker_weights)
+        return self._reranker
+
+    def save(self, folder: Path) -> Path:
+        path = folder / WEIGHTS_FILE
+        self.reranker.save(path)
+        return path
+
+    @property
+    def max_completion_tokens(self) -> int:
+        c = self.config
+        return max(c.max_extract_tokens, c.max_update_tokens, c.max_rerank_tokens, c.max_answer_tokens)
+
+    # -- text <-> ids ---------------------------------------------------------------------------------------------
+    def _prompt(self, text: str) -> list[int]:
+        chat = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True, enable_thinking=self.config.enable_thinking
+        )
+        return self.tokenizer(chat, add_special_tokens=False)["input_ids"]
+
+    def _generate(self, generator: Generator, texts: list[str], budget: int) -> list[tuple[list[int], list[int], str]]:
+        """(prompt ids, completion ids, completion text) per prompt, in one generate call."""
+        if not texts:
+            return []
+        prompts = [self._prompt(t) for t in texts]
+        completions = generator.generate(prompts, budget)
+        decoded = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
+        return [(p, c, d.strip()) for p, c, d in zip(prompts, completions, decoded)]
+
+    def _finished(self, completion: list[int]) -> bool:
+        return bool(completion) and completion[-1] in self.stop_ids
+
+    def _embed(self, texts: list[str]) -> Any:
+        return self.retriever.embed(texts)
+
+    # -- episodes ---------------------------------------------------------------------------------------------------
+    def episodes(self, rows: list[dict[str, Any]]) -> list[Episode]:
+        rows = [_decode_sessions(r) for r in rows]
+        if not rows:
+            return []
+        ids = self.tokenizer([r["question"] for r in rows], add_special_tokens=False)["input_ids"]
+        return [Episode(row, q, []) for row, q in zip(rows, ids)]
+
+    # -- prospective reflection -------------------------------------------------------------------------------------
+    def raw_bank(self, row: dict[str, Any]) -> rf.TopicBank:
+        """One entry per turn or per session, embedded in one batch (``memory: turn | session``)."""
+        entries = []
+        for s in row["sessions"]:
+            lines = [(f"{s['id']}:{j}", f"{t['speaker']}: {t['text']}") for j, t in enumerate(s["turns"])]
+            if self.config.memory == "turn":
+                entries += [rf.MemoryEntry(text, [ref], s["id"], s["date"]) for ref, text in lines]
+            elif lines:
+                entries.append(rf.MemoryEntry("\n".join(t for _, t in lines), [r for r, _ in lines], s["id"], s["date"]))
+        if entries:
+            for entry, vector in zip(entries, self._embed([e.summary for e in entries])):
+                entry.embedding = vector
+        return rf.TopicBank(entries)
+
+    def reflect(self, rows: list[dict[str, Any]], generator: Generator, stats: dict[str, float]) -> list[rf.TopicBank]:
+        """Prospective reflection over every row's sessions in order, batched across rows (sequential within one)."""
+        c = self.config
+        banks = [rf.TopicBank() for _ in rows]
+        for k in range(max((len(r["sessions"]) for r in rows), default=0)):
+            jobs = []  # (row index, speaker)
+            for i, r in enumerate(rows):
+                if k < len(r["sessions"]):
+                    speakers = list(dict.fromkeys(t["speaker"] for t in r["sessions"][k]["turns"]))[:2]
+                    jobs += [(i, sp) for sp in speakers]
+            texts = [self._extract_text(rows[i]["sessions"][k], sp) for i, sp in jobs]
+            new: dict[int, list[rf.MemoryEntry]] = {}
+            for (i, _), (_, _, text) in zip(jobs, self._generate(generator, texts, c.max_extract_tokens)):
+                session = rows[i]["sessions"][k]
+                parsed = rf.parse_extraction(text, len(session["turns"]))
+                stats["extract/calls"] += 1
+                stats["extract/invalid"] += not parsed.ok
+                for e in parsed.value:
+                    refs = [f"{session['id']}:{j}" for j in e.reference]
+                    new.setdefault(i, []).append(rf.MemoryEntry(e.summary, refs, session["id"], session["date"]))
+            self._update_banks(banks, new, generator, stats)
+        return banks
+
+    def _update_banks(
+        self, banks: list[rf.TopicBank], new: dict[int, list[rf.MemoryEntry]], generator: Generator, stats: dict[str, float]
+    ) -> None:
+        """Round r decides the r-th new memory of every row in one call; an empty bank takes it without asking."""
+        for r in range(max((len(v) for v in new.values()), default=0)):
+            asks = []
+            for i, memories in new.items():
+                if r >= len(memories):
+                    continue
+                entry = memories[r]
+                entry.embedding = self._embed([entry.summary])[0]
+                bank = banks[i]
+                if not bank.entries:
+                    rf.apply_update(bank, entry, [], rf.Parsed([rf.Add()], ok=True), self._embed)
+                    stats["update/add"] += 1
+                    continue
+                sims = bank.matrix() @ entry.embedding
+                candidates = sorted(range(len(bank.entries)), key=lambda j: (-float(sims[j]), j))[: self.config.update_top_k]
+                asks.append((i, entry, candidates))
+            texts = [self._update_text(entry, [banks[i].entries[j] for j in cands]) for i, entry, cands in asks]
+            for (i, entry, cands), (_, _, text) in zip(asks, self._generate(generator, texts, self.config.max_update_tokens)):
+                parsed = rf.parse_update(text, len(cands))
+                stats["update/invalid"] += not parsed.ok
+                merged = parsed.ok and any(isinstance(a, rf.Merge) for a in parsed.value)
+                stats["update/merge" if merged else "update/add"] += 1
+                rf.apply_update(banks[i], entry, cands, parsed, self._embed)
+
+    @staticmethod
+    def _extract_text(session: dict[str, Any], speaker: str) -> str:
+        lines = "\n".join(f"[{j}] {t['speaker']}: {t['text']}" for j, t in enumerate(session["turns"]))
+        return rf.EXTRACT_INSTRUCTION.replace("{speaker}", speaker) + rf.EXTRACT_BODY.format(date=session["date"], session=lines, speaker=speaker)
+
+    @staticmethod
+    def _update_text(entry: rf.MemoryEntry, existing: list[rf.MemoryEntry]) -> str:
+        listing = "\n".join(f"[{j}] {e.summary}" for j, e in enumerate(existing))
+        return rf.UPDATE_INSTRUCTION + rf.UPDATE_BODY.format(summary=entry.summary, entries=listing)
+
+    # -- retrospective reflection -------------------------------------------------------------------------------------
+    def rollout(self, episodes: list[Episode], generator: Generator) -> list[Trajectory]:
+        """Banks are built once per distinct episode id in the batch (its G samples share one bank)."""
+        stats: dict[str, float] = dict.fromkeys(
+            ("extract/calls", "extract/invalid", "update/add", "update/merge", "update/invalid"), 0.0
+        )
+        unique = list({e.id: e for e in episodes}.values())
+        if self.config.memory == "reflection":
+            built = self.reflect([e.row for e in unique], generator, stats)
+        else:
+            built = [self.raw_bank(e.row) for e in unique]
+        banks = {e.id: b for e, b in zip(unique, built)}
+        trajs = [RMMTrajectory(episode=e, bank=[x.to_record() for x in banks[e.id].entries]) for e in episodes]
+        for t in trajs:
+            t.stats = {k: v / max(1, len(unique)) for k, v in stats.items()}
+        self._retrieve(trajs, banks)
+        if self.kind == "llm":
+            self._llm_select(trajs, banks, generator)
+        else:
+            for t in trajs:
+                t.selected = self._select(t)
+        self._answer(trajs, banks, generator)
+        for t in trajs:
+            self._score(t, banks[t.episode.id])
+        return trajs
+
+    def _retrieve(self, trajs: list[RMMTrajectory], banks: dict[str, rf.TopicBank]) -> None:
+        k = self.config.llm_top_k if self.kind == "llm" else self.config.top_k
+        for t in trajs:
+            bank = banks[t.episode.id]
+            t.candidates = self.retriever.search(t.episode.row["question"], bank.texts(), k)
+            if self.kind == "linear" and t.candidates:
+                t.query_embedding = self._embed([t.episode.row["question"]])[0]
+                t.candidate_embeddings = bank.matrix()[t.candidates]
+
+    def _select(self, t: RMMTrajectory) -> list[int]:
+        if not t.candidates:
+            return []
+        if self.kind == "none":
+            return list(range(min(self.config.top_m, len(t.candidates))))
+        return self.reranker.select(t.query_embedding, t.candidate_embeddings, sample=self.training)
+
+    def _llm_select(self, trajs: list[RMMTrajectory], banks: dict[str, rf.TopicBank], generator: Generator) -> None:
+        """MemFactory-style: the policy picks ids from the listed candidates; this is the turn GRPO trains."""
+        c = self.config
+        texts = []
+        for t in trajs:
+            entries = banks[t.episode.id].entries
+            listing = "\n".join(f"[ID: {n}] {entries[b].summary}" for n, b in enumerate(t.candidates)) or "(none)"
+            texts.append(rf.RERANK_INSTRUCTION.replace("{max_ids}", str(c.llm_max_ids)) + rf.RERANK_BODY.format(question=t.episode.row["question"], memories=listing))
+        for t, (prompt, completion, text) in zip(trajs, self._generate(generator, texts, c.max_rerank_tokens)):
+            parsed = rf.parse_rerank_ids(text, len(t.candidates), c.llm_max_ids)
+            t.selected = parsed.value
+            t.turns.append(Turn("rerank", prompt, completion, self._finished(completion), trainable=True, text=text))
+            t.extras["rmm_rerank_ok"] = parsed.ok
+
+    def _answer(self, trajs: list[RMMTrajectory], banks: dict[str, rf.TopicBank], generator: Generator) -> None:
+        texts = []
+        for t in trajs:
+            entries = banks[t.episode.id].entries
+            kept = [entries[t.candidates[p]] for p in t.selected]
+            t.memories = [e.summary for e in kept]
+            listing = "\n".join(f"[{n}] ({e.timestamp}) {e.summary}" for n, e in enumerate(kept)) or "(none)"
+            row = t.episode.row
+            texts.append(rf.ANSWER_INSTRUCTION + rf.ANSWER_BODY.format(memories=listing, date=row.get("question_date", ""), question=row["question"]))
+        for t, (prompt, completion, text) in zip(trajs, self._generate(generator, texts, self.config.max_answer_tokens)):
+            # The answer turn is never trained here: the linear reranker learns from its citations, and the llm
+            # variant trains its rerank turn (which must be the trajectory's final turn for the trainer).
+            if self.kind != "llm":
+                t.turns.append(Turn("answer", prompt, completion, self._finished(completion), trainable=False, text=text))
+            t.answer_text = text
+            parsed = rf.parse_citations(text, len(t.selected))
+            t.cited = parsed.value if parsed.ok else None
+            t.stats["citation/missing"] = float(not parsed.ok)
+            t.stats["citation/out_of_range"] = float(parsed.dropped)
+            t.extras.update(rmm_answer=text, rmm_selected=len(t.selected), rmm_cited=len(t.cited or []))
+
+    @staticmethod
+    def _score(t: RMMTrajectory, bank: rf.TopicBank) -> None:
+        """recall@k / recall@m: is any gold evidence turn referenced by a retrieved / kept entry (None: no gold)."""
+        gold = gold_turns(t.episode.row)
+
+        def hit(positions: list[int]) -> float | None:
+            if not gold:
+                return None
+            return float(any(gold & set(bank.entries[b].refs) for b in positions))
+
+        t.scores = {"recall@k": hit(t.candidates), "recall@m": hit([t.candidates[p] for p in t.selected])}
+
+    # -- learning -----------------------------------------------------------------------------------------------------
+    def learn(self, trajectories: list[Trajectory]) -> dict[str, float]:
+        """Retrospective reflection: REINFORCE on every trajectory whose reply cited (or said NO_CITE)."""
+        losses, rewards, used = [], [], 0
+        for t in trajectories:
+            if not isinstance(t, RMMTrajectory) or t.cited is None or not t.selected:
+                continue
+            r = [1.0 if p in t.cited else -1.0 for p in range(len(t.selected))]
+            losses.append(self.reranker.reinforce(t.query_embedding, t.candidate_embeddings, t.selected, r))
+            rewards += r
+            used += 1
+        return {
+            "reranker/loss": sum(losses) / len(losses) if losses else 0.0,
+            "reranker/reward": sum(rewards) / len(rewards) if rewards else 0.0,
+            "reranker/updates": float(used),
+        }
+
+    def rollout_metrics(self, trajectories: list[Trajectory]) -> dict[str, float]:
+        """Means over trajectories of the reflection, citation and retrieval counters (logged every step)."""
+        out: dict[str, list[float]] = {}
+        for t in trajectories:
+            if isinstance(t, RMMTrajectory):
+                for k, v in {**t.stats, **{f"retrieval/{n}": s for n, s in t.scores.items()}}.items():
+                    if v is not None:
+                        out.setdefault(k, []).append(float(v))
+                out.setdefault("bank/size", []).append(float(len(t.bank)))
+        return {k: sum(v) / len(v) for k, v in sorted(out.items())}
