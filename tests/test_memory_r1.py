@@ -88,7 +88,8 @@ def test_invalid_plans_get_zero_format_reward_and_change_nothing(reply, why):
 def test_answer_marker_and_scores():
     assert parse_answer("- 8 May: Alice lives in Lisbon\n**Answer:** Lisbon\n") == "Lisbon"
     assert parse_answer("<think>**Answer:** no</think>relevant...\n**Answer:**  **7 May 2023**") == "7 May 2023"
-    assert parse_answer("Lisbon") is None and parse_answer("**Answer:**   ") is None
+    assert parse_answer("**Answer**: Lisbon") == "Lisbon"
+    assert parse_answer("Lisbon") is None and parse_answer("Answer: Lisbon") is None and parse_answer("**Answer:**  ") is None
     assert bleu1("the red car", ["red car"]) == 1.0 and bleu1("red", ["red car"]) == pytest.approx(0.3679, abs=1e-4)
     assert memory_r1_outcome(None, ["a", "b"], mr1_outcome=[{"em": 1.0, "f1": 1.0}, None], metric="f1") == [1.0, None]
     with pytest.raises(UserError, match="metric must be one of"):

@@ -21,6 +21,7 @@ are cached per conversation state; policy-built banks are rebuilt every rollout.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ from memfactory_cli.registry import register
 from memfactory_cli.rewards.memory_r1 import answer_scores
 
 ANSWER_MARKER = "**Answer:**"
+_MARKER = re.compile(r"\*\*Answer(?::\*\*|\*\*:)")
 ANSWER_PROMPT = """You are a memory assistant. Answer a question about a conversation between {a} and {b} from their
 timestamped memories.
 - Rely on direct evidence in the memories; when memories conflict, prefer the most recent one.
@@ -74,11 +76,13 @@ class MemoryR1Config:
 
 
 def parse_answer(text: str) -> str | None:
-    """The answer after the last marker (first line, Markdown emphasis stripped), or None when there is none."""
+    """The answer after the last marker (``**Answer:**``, or ``**Answer**:``), first line, emphasis stripped; None
+    when there is no marker."""
     text = text.rsplit("</think>", 1)[-1]
-    if ANSWER_MARKER not in text:
+    markers = list(_MARKER.finditer(text))
+    if not markers:
         return None
-    lines = [line.strip(" *\t") for line in text.rsplit(ANSWER_MARKER, 1)[1].strip().splitlines()]
+    lines = [line.strip(" *\t") for line in text[markers[-1].end() :].strip().splitlines()]
     answer = next((line for line in lines if line), "")
     return answer or None
 
