@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from memfactory_cli.agents.base import Episode
-from memfactory_cli.agents.memory_r1 import MemoryR1Agent, MemoryR1Config, Role, parse_answer
+from memfactory_cli.agents.memory_r1 import (
+    MemoryR1Agent,
+    MemoryR1Config,
+    Role,
+    final_answer,
+    frozen_role,
+    parse_answer,
+)
 from memfactory_cli.config import load_recipe
 from memfactory_cli.envs.memory_bank import MemoryBank, bank_from_facts
 from memfactory_cli.errors import UserError
@@ -88,7 +95,10 @@ def test_invalid_plans_get_zero_format_reward_and_change_nothing(reply, why):
 def test_answer_marker_and_scores():
     assert parse_answer("- 8 May: Alice lives in Lisbon\n**Answer:** Lisbon\n") == "Lisbon"
     assert parse_answer("<think>**Answer:** no</think>relevant...\n**Answer:**  **7 May 2023**") == "7 May 2023"
-    assert parse_answer("Lisbon") is None and parse_answer("**Answer:**   ") is None
+    assert parse_answer("**Answer**: Lisbon") == "Lisbon"
+    assert parse_answer("Lisbon") is None and parse_answer("Answer: Lisbon") is None and parse_answer("**Answer:**  ") is None
+    assert final_answer("- memory\n**Answer:** Lisbon") == ("Lisbon", True)
+    assert final_answer("Alice lives in Lisbon.\n\n") == ("Alice lives in Lisbon.", False) and final_answer(" ") == (None, False)
     assert bleu1("the red car", ["red car"]) == 1.0 and bleu1("red", ["red car"]) == pytest.approx(0.3679, abs=1e-4)
     assert memory_r1_outcome(None, ["a", "b"], mr1_outcome=[{"em": 1.0, "f1": 1.0}, None], metric="f1") == [1.0, None]
     with pytest.raises(UserError, match="metric must be one of"):
@@ -169,6 +179,19 @@ def test_different_plans_on_one_state_get_different_outcome_rewards(tokenizer):
     metrics = agent.rollout_metrics(trajectories)
     assert metrics["ops/invalid_rate"] == 0.25 and metrics["ops/add_rate"] == 0.0
     assert metrics["ops/update_rate"] == metrics["ops/delete_rate"] == metrics["ops/noop_rate"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.slow
+def test_a_real_frozen_answer_model_rewards_the_plan_that_keeps_the_right_memory():
+    """SmolLM2-135M-Instruct as the frozen answer agent: it answers from whichever bank the plan left."""
+    role = frozen_role("smollm2-135m-instruct", "cpu", "float32")
+    agent = MemoryR1Agent(role.tokenizer, {"retriever": {"name": "bm25"}}, "manager", MemoryR1Config(max_answer_tokens=40))
+    agent.set_frozen(role)
+    plans = ['{"memory": [{"id": "0", "event": "UPDATE", "text": "Alice: My home city is Lisbon"}]}', '{"memory": []}']
+    row = _conversation()
+    trajectories = agent.rollout([Episode(row, [], []) for _ in plans], Scripted(role.tokenizer, plans))
+    f1 = memory_r1_outcome(None, plans, mr1_outcome=[t.extras["mr1_outcome"] for t in trajectories], metric="f1")
+    assert f1[0] > 0 and f1[1] == 0
 
 
 def test_retrieval_ranks_the_right_memory_first_with_the_offline_embedding_model(tokenizer):

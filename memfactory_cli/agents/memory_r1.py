@@ -21,6 +21,7 @@ are cached per conversation state; policy-built banks are rebuilt every rollout.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ from memfactory_cli.registry import register
 from memfactory_cli.rewards.memory_r1 import answer_scores
 
 ANSWER_MARKER = "**Answer:**"
+_MARKER = re.compile(r"\*\*Answer(?::\*\*|\*\*:)")
 ANSWER_PROMPT = """You are a memory assistant. Answer a question about a conversation between {a} and {b} from their
 timestamped memories.
 - Rely on direct evidence in the memories; when memories conflict, prefer the most recent one.
@@ -74,13 +76,29 @@ class MemoryR1Config:
 
 
 def parse_answer(text: str) -> str | None:
-    """The answer after the last marker (first line, Markdown emphasis stripped), or None when there is none."""
+    """The answer after the last marker (``**Answer:**``, or ``**Answer**:``), first line, emphasis stripped; None
+    when there is no marker."""
     text = text.rsplit("</think>", 1)[-1]
-    if ANSWER_MARKER not in text:
+    markers = list(_MARKER.finditer(text))
+    if not markers:
         return None
-    lines = [line.strip(" *\t") for line in text.rsplit(ANSWER_MARKER, 1)[1].strip().splitlines()]
+    lines = [line.strip(" *\t") for line in text[markers[-1].end() :].strip().splitlines()]
     answer = next((line for line in lines if line), "")
     return answer or None
+
+
+def final_answer(text: str) -> tuple[str | None, bool]:
+    """(answer, marked): the answer after the marker; without one, the reply's last non-empty line, unmarked.
+
+    The fallback keeps the outcome informative when the frozen answer model ignores the marker (SmolLM2-135M
+    answers "The home city of Alice is Lisbon." in plain prose); ``marked`` is what the format reward checks.
+    """
+    answer = parse_answer(text)
+    if answer is not None:
+        return answer, True
+    lines = [line.strip(" *\t") for line in text.rsplit("</think>", 1)[-1].splitlines()]
+    lines = [line for line in lines if line]
+    return (lines[-1] if lines else None), False
 
 
 @dataclass
@@ -314,7 +332,7 @@ class MemoryR1Agent:
         replies = dict(zip(asks, self.answer(frozen, list(asks.values()))))
         trajectories = []
         for e, m, keys, (prompt, completion, text, plan, bank) in zip(episodes, metas, owners, results):
-            scores = [answer_scores(parse_answer(replies[k][2]), q["answers"]) for k, q in zip(keys, m["qa"])]
+            scores = [answer_scores(final_answer(replies[k][2])[0], q["answers"]) for k, q in zip(keys, m["qa"])]
             counts = {op: sum(o.event == op for o in plan.ops) for op in OPS}
             finished = bool(completion) and completion[-1] in self._stop_ids(policy)
             trajectories.append(
@@ -334,7 +352,7 @@ class MemoryR1Agent:
         replies = self.answer(policy, [(b, m["speakers"], e.row["question"]) for b, m, e in zip(banks, metas, episodes)])
         trajectories = []
         for e, bank, (prompt, completion, text, shown) in zip(episodes, banks, replies):
-            answer = parse_answer(text)
+            answer, marked = final_answer(text)
             finished = bool(completion) and completion[-1] in self._stop_ids(policy)
             trajectories.append(
                 Trajectory(
@@ -343,7 +361,7 @@ class MemoryR1Agent:
                     memories=shown,
                     extras={
                         "mr1_outcome": answer_scores(answer, e.row["answers"]),
-                        "mr1_format": answer is not None,
+                        "mr1_format": marked and answer is not None,
                         "mr1_bank_size": len(bank),
                         "mr1_reply": text.strip(),
                     },
