@@ -197,6 +197,9 @@ def run(
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
     sampling = sampling_for(cfg.eval, k)
+    from memfactory_cli.workflows.check import run_checks
+
+    run_checks(cfg, "eval", models=labels)
     if k > 1 and cfg.eval.greedy:
         progress(f"note: eval.greedy applies to k=1 only; sampling k={k} at temperature={sampling.temperature}, top_p={sampling.top_p}")
     out_dir = ensure_writable_dir(Path(out or f"runs/eval-{Path(recipe).stem if recipe else 'default'}"))
