@@ -152,8 +152,8 @@ def interrupt_guard() -> Iterator[Interrupt]:
             raise Interrupted(f"{signal.Signals(signum).name} again: stopped without saving a checkpoint", 128 + signum)
         state.signum = signum
         print(
-            f"memfactory: {signal.Signals(signum).name} received: saving a checkpoint after the current step "
-            "(send it again to stop at once)",
+            f"memfactory: {signal.Signals(signum).name} received: saving a checkpoint once the steps of the current "
+            "generation are done (send it again to stop at once, without one)",
             file=sys.stderr,
             flush=True,
         )

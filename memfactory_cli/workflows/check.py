@@ -180,7 +180,7 @@ def _model_problems(report: CheckReport, cfg: RecipeConfig, name: str, rows: lis
         report.problems.append(f"model '{name}': cannot load its tokenizer: {(str(exc).splitlines() or ['?'])[0]}")
         return None
     context = report.attempt(model_context, path, tokenizer, where=f"model '{name}'")
-    agent = report.attempt(build_agent, cfg, tokenizer, where="agent")
+    agent = report.attempt(build_agent, cfg, tokenizer)
     if agent is None:
         return None
     described = f"{name} (context {context or 'unknown'})"
@@ -231,7 +231,7 @@ def run_checks(
     rows: list[dict[str, Any]] = []
     if training:
         _trainer_problems(report, cfg)
-        env = report.attempt(lambda: registry("env").get(cfg.env.name)(cfg.data), where="env")
+        env = report.attempt(lambda: registry("env").get(cfg.env.name)(cfg.data))
         if env is not None:
             rows = report.attempt(env.rows, "train") or []
             if cfg.trainer.eval_before_after:
