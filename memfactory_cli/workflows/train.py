@@ -225,6 +225,8 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
     cfg = load_recipe(recipe, overrides)
     report = run_checks(cfg, "train", resume=resume)
     print(report.summary())
+    if resume == "auto" and report.checkpoint is None:
+        print(f"note: no complete checkpoint in {cfg.output.dir} yet; starting from step 0")
     training = build(cfg, checkpoint=report.checkpoint)
     before = _before_eval(training)
     start = time.perf_counter()
