@@ -16,7 +16,6 @@ from memfactory_cli.errors import UserError
 from memfactory_cli.io import atomic_write_text
 from memfactory_cli.trainer.checkpoints import (
     CHECKPOINT,
-    checkpoint_problem,
     checkpoint_step,
     complete_checkpoints,
     remove_staging,
@@ -100,7 +99,3 @@ def prepare_run_dir(run_dir: Path, cfg: RecipeConfig, checkpoint: Path | None) -
                 shutil.rmtree(path, ignore_errors=True)
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
 
-
-def describe(checkpoint: Path) -> str:
-    problem = checkpoint_problem(checkpoint)
-    return f"{checkpoint} ({problem})" if problem else f"{checkpoint} (step {checkpoint_step(checkpoint)})"
