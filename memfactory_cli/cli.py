@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from memfactory_cli.errors import UserError
+from memfactory_cli.errors import Interrupted, UserError
 
 app = typer.Typer(
     help="Train, evaluate and serve memory-augmented LLM agents with reinforcement learning.",
@@ -21,12 +21,27 @@ app.add_typer(data_app, name="data")
 OVERRIDES = typer.Argument(None, help="Dot-overrides, e.g. trainer.max_steps=2 output.dir=runs/smoke")
 
 
+RESUME = typer.Option(None, "--resume", help="auto (the newest complete checkpoint in output.dir, if any) or a checkpoint folder.")
+
+
 @app.command()
-def train(recipe: str = typer.Argument(..., help="Recipe YAML."), overrides: list[str] | None = OVERRIDES) -> None:
+def train(
+    recipe: str = typer.Argument(..., help="Recipe YAML."), overrides: list[str] | None = OVERRIDES, resume: str | None = RESUME
+) -> None:
     """Train an agent with GRPO as the recipe says."""
     from memfactory_cli.workflows import train as workflow
 
-    workflow.run(recipe, overrides or [])
+    workflow.run(recipe, overrides or [], resume)
+
+
+@app.command()
+def check(
+    recipe: str = typer.Argument(..., help="Recipe YAML."), overrides: list[str] | None = OVERRIDES, resume: str | None = RESUME
+) -> None:
+    """Find every problem in a recipe without training: names, files, token budgets, batch arithmetic, judge."""
+    from memfactory_cli.workflows import check as workflow
+
+    workflow.run(recipe, overrides or [], resume)
 
 
 @app.command()
@@ -170,8 +185,12 @@ def main() -> None:
     try:
         app()
     except UserError as exc:
-        print(f"memfactory: error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [""]:
+            print(f"memfactory: error: {line}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as exc:
+        print(f"memfactory: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("memfactory: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -72,3 +72,20 @@ def tiny_overrides(out: Path, **extra: str) -> list[str]:
     }
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
+
+
+def run_cli(*args: str) -> int:
+    """``memfactory ARGS`` in this process (faster than a subprocess); returns the exit code."""
+    import sys
+
+    from memfactory_cli.cli import main
+
+    argv = sys.argv
+    sys.argv = ["memfactory", *args]
+    try:
+        main()
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        sys.argv = argv
+    return 0

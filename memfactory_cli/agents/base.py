@@ -78,3 +78,6 @@ class Agent(Protocol):
     def rollout(self, episodes: list[Episode], generator: Generator) -> list[Trajectory]: ...
 
     # Optional: ``rollout_metrics(trajectories) -> dict[str, float]``, logged by the trainer every step.
+    # Optional, for `memfactory check`: ``check_budget(model_max_len, question_tokens=0) -> list[str]`` (one
+    # problem per turn whose prompt + completion can exceed the model's context) and ``expected_rows(episode) -> int``
+    # (training rows one trajectory gives, for the rows-per-step estimate).

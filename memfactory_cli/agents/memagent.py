@@ -50,6 +50,31 @@ class MemAgent:
     def max_completion_tokens(self) -> int:
         return max(self.memory.config.max_memory_tokens, self.memory.config.max_answer_tokens)
 
+    def check_budget(self, model_max_len: int, question_tokens: int = 0) -> list[str]:
+        """Problems with the token budgets: each turn's prompt plus its completion must fit the model's context."""
+        m, c = self.memory, self.memory.config
+        memory = max(c.max_memory_tokens, len(m.initial_memory))
+        update = {"chunk": c.chunk_size, "memory": memory, "new memory": c.max_memory_tokens}
+        turns = {
+            "an update turn": (m.update_template.literal_tokens, update),
+            "the answer turn": (m.final_template.literal_tokens, {"memory": memory, "answer": c.max_answer_tokens}),
+        }
+        problems = []
+        for turn, (template, parts) in turns.items():
+            parts = {"template": template, "question": question_tokens, **parts}
+            total = sum(parts.values())
+            if total > model_max_len:
+                detail = " + ".join(f"{name} {n}" for name, n in parts.items() if n)
+                problems.append(
+                    f"agent.modules.memory: {turn} needs {total} tokens ({detail}) but the model's context is "
+                    f"{model_max_len}; lower chunk_size, max_memory_tokens or max_answer_tokens"
+                )
+        return problems
+
+    def expected_rows(self, episode: Episode) -> int:
+        """Training rows one trajectory of ``episode`` gives: one per chunk plus the answer."""
+        return len(self.memory.chunks(episode.context_ids)) + 1
+
     def episode(self, row: dict[str, Any]) -> Episode:
         return self.episodes([row])[0]
 

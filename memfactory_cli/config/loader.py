@@ -122,10 +122,15 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def recipe_data(path: str | os.PathLike | None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """The recipe's YAML with the dot-overrides merged in, not yet validated."""
+    data = read_yaml(path) if path is not None else {}
+    return _deep_merge(data, parse_overrides(overrides or []))
+
+
 def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = None) -> RecipeConfig:
     """Read a recipe (or the defaults when ``path`` is None), apply dot-overrides, validate, and type it."""
-    data = read_yaml(path) if path is not None else {}
-    data = _deep_merge(data, parse_overrides(overrides or []))
+    data = recipe_data(path, overrides)
     prefix = f"{path}: " if path is not None else ""
     try:
         return build_dataclass(RecipeConfig, data, "")

@@ -100,7 +100,9 @@ class TrainerConfig:
     device: str = _help("auto | cpu | cuda. A recipe that says cuda fails fast without a GPU.", "auto")
     bf16: str = _help("auto (on when the device supports it) | true | false: bf16 autocast over fp32 weights.", "auto")
     gradient_checkpointing: bool = _help("Recompute activations in the backward pass to save memory.", False)
-    save_steps: int = _help("Save a checkpoint every N steps (0 = only final/).", 0)
+    save_steps: int = _help(
+        "Save a checkpoint every N steps (0 = only final/); a multiple of num_iterations, so resumes are exact.", 0
+    )
     logging_steps: int = _help("Log every N steps.", 1)
     eval_before_after: bool = _help("Evaluate data.eval greedily before and after training and print the table.", False)
 
@@ -117,6 +119,7 @@ class LoggingConfig:
 @dataclass
 class OutputConfig:
     dir: str = _help("Run directory: config.yaml, metrics.jsonl, rollouts.jsonl, checkpoint-*/, final/.", "runs/default")
+    keep_last: int = _help("Checkpoints to keep (the newest ones); 0 keeps all.", 0)
 
 
 @dataclass

@@ -83,6 +83,11 @@ class TokenTemplate:
             pieces.append(tokenizer(rest, add_special_tokens=False)["input_ids"])
         return cls(pieces)
 
+    @property
+    def literal_tokens(self) -> int:
+        """Tokens the template adds around its slots (chat markup and instructions)."""
+        return sum(len(piece) for piece in self.pieces if not isinstance(piece, str))
+
     def build(self, **slots: list[int]) -> list[int]:
         out: list[int] = []
         for piece in self.pieces:

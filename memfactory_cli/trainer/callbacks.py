@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,11 @@ class RolloutSink:
     def __init__(self, path: Path, samples: int, seed: int = 0):
         self.sink = JsonlSink(path)
         self.samples = samples
-        self.rng = random.Random(seed)
+        self.seed = seed
 
     def write(self, step: int, trajectories: list[Any]) -> None:
-        picked = self.rng.sample(range(len(trajectories)), min(self.samples, len(trajectories)))
+        rng = random.Random(self.seed * 1_000_003 + step)  # seeded per step: a resumed run picks the same samples
+        picked = rng.sample(range(len(trajectories)), min(self.samples, len(trajectories)))
         for i in sorted(picked):
             self.sink.append({"step": step, "slot": i, **trajectories[i].to_record()})
 
@@ -126,3 +128,27 @@ def swanlab_callbacks(mode: str, project: str, experiment: str, log_dir: Path, c
     )
     callback.update_config({"recipe": config})
     return [callback]
+
+
+class InterruptCallback(TrainerCallback):
+    """After an interrupt (``checkpoints.interrupt_guard``), save a checkpoint at the next generation boundary, stop.
+
+    Every process takes the largest signal seen on any process, so all of them stop at the same step.
+    """
+
+    def __init__(self, state: Any, accelerator: Any, at_boundary: Callable[[], bool]):
+        self.interrupt = state
+        self.accelerator = accelerator
+        self.at_boundary = at_boundary
+
+    def on_step_end(self, args, state, control, **kwargs):
+        import torch
+
+        local = torch.tensor([self.interrupt.signum or 0], device=self.accelerator.device)
+        signum = int(self.accelerator.gather(local).max())
+        if signum and self.at_boundary():
+            self.interrupt.signum = signum
+            self.interrupt.checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            control.should_save = True
+            control.should_training_stop = True
+        return control

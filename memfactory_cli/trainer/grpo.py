@@ -18,17 +18,22 @@ step, whatever the row count of each micro-batch: this is MemAgent's token-mean 
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.trainer_utils import rotate_checkpoints
 from trl import GRPOTrainer
 from trl.trainer.utils import use_adapter
 
 from memfactory_cli.agents.base import Trajectory
 from memfactory_cli.generation.base import prefill_cache
+from memfactory_cli.io import replace_dir
+from memfactory_cli.trainer.checkpoints import EpochSeededSampler, staging_dir
 
 PHASES = ("generate", "reward")
 
@@ -126,6 +131,7 @@ class MemGRPOTrainer(GRPOTrainer):
         self._batch_inputs: list[dict[str, Any]] = []
         self._trajectories: list[Trajectory] = []
         self._phase_seconds = dict.fromkeys(PHASES, 0.0)
+        self._staging: Path | None = None  # set while a checkpoint is being written
         score_only_completion_positions()
         super().__init__(*args, rollout_func=self._rollout, **kwargs)
 
@@ -260,6 +266,33 @@ class MemGRPOTrainer(GRPOTrainer):
             self._phase_seconds[phase] = 0.0
         if self.accelerator.is_main_process:
             self.rollout_sink.write(self.state.global_step + 1, trajs)
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def at_generation_boundary(self) -> bool:
+        """True when the next micro-batch generates afresh: a checkpoint here resumes exactly (see checkpoints.py)."""
+        return self._step % (self.args.steps_per_generation * self.num_iterations) == 0
+
+    def _get_train_sampler(self, dataset: Any = None) -> Any:
+        return EpochSeededSampler(super()._get_train_sampler(dataset))
+
+    def _get_output_dir(self, trial: Any) -> str:
+        return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """transformers' save into a hidden staging folder, renamed to ``checkpoint-N`` only once complete."""
+        run_dir = Path(super()._get_output_dir(trial))
+        name = f"checkpoint-{self.state.global_step}"
+        staging = self._staging = staging_dir(run_dir, self.state.global_step)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = None
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            replace_dir(staging / name, run_dir / name)
+            shutil.rmtree(staging, ignore_errors=True)
+            rotate_checkpoints(str(run_dir), self.args.save_total_limit)
+        self.accelerator.wait_for_everyone()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         metrics = self._metrics["train"]

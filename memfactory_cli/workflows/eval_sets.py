@@ -200,11 +200,20 @@ def run(
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be >= 1, got {limit}")
     sampling = sampling_for(cfg.eval, k)
+    from memfactory_cli.workflows.check import run_checks
+
+    run_checks(cfg, "eval", models=labels)
     if k > 1 and cfg.eval.greedy:
         progress(f"note: eval.greedy applies to k=1 only; sampling k={k} at temperature={sampling.temperature}, top_p={sampling.top_p}")
+    shared = {}  # sets whose rows do not depend on the tokenizer load once, and fail before anything is written
+    for name in set_names:
+        try:
+            shared[name] = load_rows(name, cfg.data, limit)
+        except NeedsTokenizer:
+            pass
     out_dir = ensure_writable_dir(Path(out or f"runs/eval-{Path(recipe).stem if recipe else 'default'}"))
     with exclusive(out_dir):
-        return _run(cfg, set_names, labels, k, limit, sampling, out_dir, progress)
+        return _run(cfg, set_names, labels, k, limit, sampling, out_dir, progress, shared)
 
 
 @contextmanager
@@ -229,6 +238,7 @@ def _run(
     sampling: SamplingParams,
     out_dir: Path,
     progress: Any,
+    shared: dict[str, list[dict[str, Any]]],
 ) -> list[dict[str, Any]]:
     from memfactory_cli.report import write_summary
 
@@ -248,12 +258,6 @@ def _run(
         },
     )
     log = ResultsLog(out_dir / "results.jsonl")
-    shared = {}  # sets whose rows do not depend on the tokenizer load once, and fail before any model loads
-    for name in set_names:
-        try:
-            shared[name] = load_rows(name, cfg.data, limit)
-        except NeedsTokenizer:
-            pass
     from transformers import set_seed
 
     device = resolve_device(cfg.trainer.device)

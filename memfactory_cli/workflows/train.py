@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memfactory_cli.config import RecipeConfig, load_recipe, to_yaml
-from memfactory_cli.errors import UserError
+from memfactory_cli.config import RecipeConfig, load_recipe
+from memfactory_cli.errors import Interrupted, UserError
 from memfactory_cli.io import atomic_dir, atomic_write_text, ensure_writable_dir
 from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
 from memfactory_cli.registry import registry
 from memfactory_cli.rewards import build_reward_funcs
 from memfactory_cli.workflows.common import build_agent, build_env, eval_generator
+from memfactory_cli.workflows.resume import prepare_run_dir
 
 
 def batch_layout(cfg: RecipeConfig, world_size: int = 1) -> dict[str, int]:
@@ -83,6 +85,7 @@ def grpo_args(cfg: RecipeConfig, run_dir: Path, device: str, max_answer_tokens: 
         logging_steps=t.logging_steps,
         save_strategy="steps" if t.save_steps > 0 else "no",
         save_steps=max(t.save_steps, 1),
+        save_total_limit=cfg.output.keep_last or None,
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,
@@ -133,9 +136,10 @@ class TrainingRun:
     env: Any
     trainer: Any
     eval_rows: list[dict[str, Any]]
+    checkpoint: Path | None = None  # where training resumes from (None: from the start)
 
 
-def build(cfg: RecipeConfig, rollout_sink: Any = None) -> TrainingRun:
+def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None = None) -> TrainingRun:
     """Validate, load and wire everything up to a ready ``MemGRPOTrainer``; fails fast on user errors."""
     import torch
     from transformers.trainer_callback import PrinterCallback
@@ -159,9 +163,7 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None) -> TrainingRun:
     registry("env").get(cfg.env.name)
     model_path = resolve_model_path(cfg.model.name_or_path)
     run_dir = ensure_writable_dir(Path(cfg.output.dir))
-    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-    for stale in ("metrics.jsonl", "rollouts.jsonl", "eval_before_after.json"):  # a fresh run starts fresh logs
-        (run_dir / stale).unlink(missing_ok=True)
+    prepare_run_dir(run_dir, cfg, checkpoint)
 
     env = build_env(cfg)
     train_rows = env.rows("train")
@@ -192,7 +194,7 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None) -> TrainingRun:
     )
     for cb in (PrinterCallback, HFProgress):
         trainer.remove_callback(cb)
-    return TrainingRun(cfg, run_dir, tokenizer, agent, env, trainer, eval_rows)
+    return TrainingRun(cfg, run_dir, tokenizer, agent, env, trainer, eval_rows, checkpoint)
 
 
 def save_final(run: TrainingRun) -> Path:
@@ -215,22 +217,28 @@ def _evaluate(run: TrainingRun) -> dict[str, Any]:
         model.train(was_training)
 
 
-def run(recipe: str, overrides: list[str]) -> Path:
-    """Train the recipe; returns the run directory."""
+def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
+    """Train the recipe (from ``resume``: ``auto`` or a checkpoint folder); returns the run directory."""
+    from memfactory_cli.workflows.check import run_checks
     from memfactory_cli.workflows.evaluate import paired_delta
 
     cfg = load_recipe(recipe, overrides)
+    report = run_checks(cfg, "train", resume=resume)
+    print(report.summary())
     own_loop = agent_training_loop(cfg)
     if own_loop is not None:
+        if resume is not None:
+            raise UserError(f"--resume is not supported by agent '{cfg.agent.name}' with its own training loop")
         return own_loop(cfg)
-    training = build(cfg)
-    before = _evaluate(training) if training.eval_rows else None
+    if resume == "auto" and report.checkpoint is None:
+        print(f"note: no complete checkpoint in {cfg.output.dir} yet; starting from step 0")
+    training = build(cfg, checkpoint=report.checkpoint)
+    before = _before_eval(training)
     start = time.perf_counter()
-    try:
-        training.trainer.train()
-    finally:
-        _finish_swanlab(cfg.logging.swanlab)
+    interrupt = _train(training, recipe, overrides)
     train_seconds = time.perf_counter() - start
+    if interrupt is not None:
+        raise interrupt
     final = save_final(training)
     if before is not None:
         after = _evaluate(training)
@@ -259,6 +267,45 @@ def agent_training_loop(cfg: RecipeConfig) -> Any:
         return None
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+def _train(training: TrainingRun, recipe: str, overrides: list[str]) -> Interrupted | None:
+    """``trainer.train()``, resumed when there is a checkpoint; SIGINT/SIGTERM save a checkpoint and stop."""
+    from memfactory_cli.trainer.callbacks import InterruptCallback
+    from memfactory_cli.trainer.checkpoints import interrupt_guard
+
+    trainer = training.trainer
+    resume_from = str(training.checkpoint) if training.checkpoint is not None else None
+    with interrupt_guard() as interrupt:
+        trainer.add_callback(InterruptCallback(interrupt, trainer.accelerator, trainer.at_generation_boundary))
+        try:
+            trainer.train(resume_from_checkpoint=resume_from)
+        finally:
+            _finish_swanlab(training.cfg.logging.swanlab)
+    if interrupt.checkpoint is None:
+        return None
+    command = shlex.join(["memfactory", "train", recipe, *overrides, "--resume", "auto"])
+    return Interrupted(
+        f"{interrupt.name}: stopped after step {trainer.state.global_step}, checkpoint saved at {interrupt.checkpoint}; "
+        f"resume with: {command}",
+        interrupt.exit_code,
+    )
+
+
+def _before_eval(training: TrainingRun) -> dict[str, Any] | None:
+    """The held-out eval before training: run on a fresh start and kept, read back on a resume."""
+    if not training.eval_rows:
+        return None
+    path = training.run_dir / "eval_before.json"
+    if training.checkpoint is not None:
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+        print("note: no eval_before.json from the start of this run; skipping the before/after comparison")
+        return None
+    before = _evaluate(training)
+    kept = {k: before[k] for k in ("n", "metrics", "per_question")}
+    atomic_write_text(path, json.dumps(kept))
+    return kept
 
 
 def _plain(cfg: RecipeConfig) -> dict[str, Any]:

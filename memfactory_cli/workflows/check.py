@@ -1,0 +1,288 @@
+"""``memfactory check``: every problem a recipe would hit, found in one pass, before any weights load.
+
+It runs by itself and at the start of ``train`` (mode ``train``) and ``eval`` (mode ``eval``). It resolves every
+registry name and file (the model's config and tokenizer, agent and modules, environment, data rows, rewards),
+checks each turn's token budget against the model's context (the agent's optional ``check_budget`` hook), the
+batch and group arithmetic and the checkpoint settings, asks an HTTP judge one probe question, and estimates
+training rows per step (the agent's optional ``expected_rows`` hook). Each check that fails adds a problem and the
+others still run, so a recipe with three mistakes is reported once with three problems.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from memfactory_cli.config import RecipeConfig, load_recipe, to_yaml
+from memfactory_cli.config.loader import recipe_data, unknown_keys
+from memfactory_cli.errors import UserError
+from memfactory_cli.registry import registry
+
+MODES = ("train", "eval", "all")
+LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "vespo")
+SCALE_REWARDS = ("group", "batch", "none")
+BACKENDS = ("hf", "vllm")
+ESTIMATE_ROWS = 64  # training rows tokenised for the question-length and rows-per-step estimates
+
+
+@dataclass
+class CheckReport:
+    """Problems (each one line) and what was resolved, in the order the checks ran."""
+
+    problems: list[str] = field(default_factory=list)
+    facts: dict[str, str] = field(default_factory=dict)
+    cfg: RecipeConfig | None = None
+    checkpoint: Path | None = None  # train: where training resumes from
+
+    def attempt(self, check: Callable[..., Any], *args: Any, where: str = "") -> Any:
+        """Run one check; a ``UserError`` becomes a problem (prefixed with ``where``) and None is returned."""
+        try:
+            return check(*args)
+        except UserError as exc:
+            message = str(exc)
+            self.problems.append(f"{where}: {message}" if where and not message.startswith(where) else message)
+            return None
+
+    def raise_if_problems(self) -> None:
+        if len(self.problems) == 1:
+            raise UserError(self.problems[0])
+        if self.problems:
+            listed = "; ".join(f"({i}) {p}" for i, p in enumerate(self.problems, 1))
+            raise UserError(f"{len(self.problems)} problems: {listed}")
+
+    def summary(self) -> str:
+        return "check ok: " + " · ".join(f"{k} {v}" for k, v in self.facts.items())
+
+
+# -- pieces ------------------------------------------------------------------------------------------------------
+def model_context(path: str, tokenizer: Any) -> int | None:
+    """The model's context length from its config (no weights), capped by the tokenizer's when that is set."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read the model config at {path}: {(str(exc).splitlines() or ['?'])[0]}") from None
+    lengths = [getattr(c, "max_position_embeddings", None) for c in (config, getattr(config, "text_config", None))]
+    lengths.append(getattr(tokenizer, "model_max_length", None))
+    known = [n for n in lengths if isinstance(n, int) and 0 < n < 10**7]
+    return min(known) if known else None
+
+
+def writable_problem(path: Path, key: str) -> str | None:
+    """Why ``path`` could not be created and written, found without creating anything."""
+    p = path.expanduser().absolute()
+    while not p.exists():
+        p = p.parent
+    if not p.is_dir():
+        return f"{key} {path} is not writable: {p} is a file"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"{key} {path} is not writable ({p})"
+    return None
+
+
+def judge_problem(options: dict[str, Any], where: str) -> str | None:
+    """Ask an HTTP judge one question it cannot get wrong; no verdict (down, timeout, garbage) is a problem.
+
+    Local (``hf``) judges are not probed: that would load a model. Retries are capped at one for the probe.
+    """
+    from memfactory_cli.rewards.judge.core import Judge, config_from
+
+    try:
+        config = config_from({k: v for k, v in options.items() if k != "require_boxed"})
+        if config.backend != "openai":
+            return None
+        judge = Judge(replace(config, cache=False, max_retries=min(config.max_retries, 1)))
+        report = judge.judge(["What is the capital of France?"], [["Paris"]], ["Paris"])
+    except UserError as exc:
+        return f"{where}: {exc}"
+    except TypeError as exc:
+        return f"{where}: {exc}"
+    if report.verdicts[0] is None:
+        reasons = ", ".join(sorted(report.failures)) or "no verdict"
+        return f"{where}: the judge at {config.base_url} gave no verdict on a probe question ({reasons})"
+    return None
+
+
+def _reward_problems(report: CheckReport, cfg: RecipeConfig) -> None:
+    from memfactory_cli.rewards import build_reward_funcs
+
+    if not cfg.rewards:
+        report.problems.append("rewards: at least one reward is required")
+    for i, spec in enumerate(cfg.rewards):
+        where = f"rewards[{i}]"
+        try:
+            build_reward_funcs([spec])
+        except UserError as exc:
+            message = str(exc).replace("rewards[0]", where, 1)
+            report.problems.append(message if message.startswith(where) else f"{where}: {message}")
+            continue
+        if spec.name == "llm_judge" and (problem := judge_problem(dict(spec.args), f"{where} (llm_judge)")):
+            report.problems.append(problem)
+    names = [spec.name.rsplit(":", 1)[-1] for spec in cfg.rewards]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        report.problems.append(f"rewards: '{twice[0]}' is listed twice")
+
+
+def _trainer_problems(report: CheckReport, cfg: RecipeConfig) -> None:
+    from memfactory_cli.workflows.train import batch_layout
+
+    t = cfg.trainer
+    layout = report.attempt(batch_layout, cfg, int(os.environ.get("WORLD_SIZE", "1")))
+    if layout is not None:
+        report.facts["batch"] = (
+            f"{t.questions_per_step} questions x {t.num_generations} = {layout['slots']} trajectories "
+            f"({layout['per_device_train_batch_size']} per micro-batch)"
+        )
+    for name in ("learning_rate", "logging_steps", "num_iterations"):
+        if getattr(t, name) <= 0:
+            report.problems.append(f"trainer.{name} must be positive, got {getattr(t, name)}")
+    for name in ("save_steps", "warmup_steps"):
+        if getattr(t, name) < 0:
+            report.problems.append(f"trainer.{name} must be >= 0, got {getattr(t, name)}")
+    if t.save_steps > 0 and t.num_iterations > 0 and t.save_steps % t.num_iterations:
+        report.problems.append(
+            f"trainer.save_steps={t.save_steps} must be a multiple of trainer.num_iterations={t.num_iterations}: "
+            "steps that share one generation cannot be resumed exactly in between"
+        )
+    if cfg.output.keep_last < 0:
+        report.problems.append(f"output.keep_last must be >= 0 (0 keeps all), got {cfg.output.keep_last}")
+    if t.loss_type not in LOSS_TYPES:
+        report.problems.append(f"trainer.loss_type '{t.loss_type}' is not one of {', '.join(LOSS_TYPES)}")
+    if t.scale_rewards not in SCALE_REWARDS:
+        report.problems.append(f"trainer.scale_rewards '{t.scale_rewards}' is not one of {', '.join(SCALE_REWARDS)}")
+    from transformers import SchedulerType
+
+    try:
+        SchedulerType(t.lr_scheduler_type)
+    except ValueError:
+        report.problems.append(f"trainer.lr_scheduler_type '{t.lr_scheduler_type}' is not a transformers scheduler")
+    if cfg.generation.backend not in BACKENDS:
+        report.problems.append(f"generation.backend must be one of {', '.join(BACKENDS)}, not '{cfg.generation.backend}'")
+
+
+def _model_problems(report: CheckReport, cfg: RecipeConfig, name: str, rows: list[dict[str, Any]]) -> Any:
+    """Resolve one model (config and tokenizer only), build the agent for it and check its turn budgets."""
+    from memfactory_cli.models.loading import load_tokenizer, resolve_model_path
+    from memfactory_cli.workflows.common import build_agent
+
+    path = report.attempt(resolve_model_path, name, where="model.name_or_path")
+    if path is None:
+        return None
+    try:
+        tokenizer = load_tokenizer(path)
+    except (OSError, ValueError) as exc:
+        report.problems.append(f"model '{name}': cannot load its tokenizer: {(str(exc).splitlines() or ['?'])[0]}")
+        return None
+    context = report.attempt(model_context, path, tokenizer, where=f"model '{name}'")
+    agent = report.attempt(build_agent, cfg, tokenizer)
+    if agent is None:
+        return None
+    described = f"{name} (context {context or 'unknown'})"
+    report.facts["model"] = f"{report.facts['model']}, {described}" if "model" in report.facts else described
+    questions = [len(q) for q in tokenizer([r["question"] for r in rows], add_special_tokens=False)["input_ids"]] if rows else [0]
+    hook = getattr(agent, "check_budget", None)
+    if hook is not None and context is not None:
+        kwargs = {"question_tokens": max(questions)} if "question_tokens" in inspect.signature(hook).parameters else {}
+        report.problems += hook(context, **kwargs)
+    return agent
+
+
+def _rows_estimate(report: CheckReport, cfg: RecipeConfig, agent: Any, rows: list[dict[str, Any]]) -> None:
+    sample = rows[:ESTIMATE_ROWS]
+    hook = getattr(agent, "expected_rows", None)
+    if hook is None or not sample:
+        per_trajectory, how = 1.0, "at least"
+    else:
+        counts = [hook(e) for e in agent.episodes(sample)]
+        per_trajectory, how = sum(counts) / len(counts), "about"
+    t = cfg.trainer
+    total = t.questions_per_step * t.num_generations * per_trajectory
+    report.facts["rows per step"] = (
+        f"{how} {total:.0f} ({t.questions_per_step} x {t.num_generations} trajectories x {per_trajectory:.1f} rows"
+        f"{f', from {len(sample)} training rows' if hook is not None and sample else ''})"
+    )
+
+
+# -- the check ---------------------------------------------------------------------------------------------------
+def run_checks(
+    cfg: RecipeConfig, mode: str = "train", resume: str | None = None, models: list[str] | None = None, strict: bool = True
+) -> CheckReport:
+    """Every check for ``mode`` (train | eval | all); raises one ``UserError`` listing all problems when ``strict``."""
+    from memfactory_cli.models.loading import _dtype, resolve_device
+    from memfactory_cli.workflows.resume import resume_problems
+    from memfactory_cli.workflows.train import resolve_bf16
+
+    if mode not in MODES:
+        raise ValueError(mode)
+    report = CheckReport(cfg=cfg)
+    training = mode in ("train", "all")
+    device = report.attempt(resolve_device, cfg.trainer.device)
+    report.attempt(_dtype, cfg.model.dtype)
+    if device is not None:
+        report.attempt(resolve_bf16, str(cfg.trainer.bf16), device)
+    if cfg.model.attn_implementation not in ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3"):
+        report.problems.append(f"model.attn_implementation '{cfg.model.attn_implementation}' is not auto, sdpa or eager")
+    rows: list[dict[str, Any]] = []
+    if training:
+        _trainer_problems(report, cfg)
+        env = report.attempt(lambda: registry("env").get(cfg.env.name)(cfg.data))
+        if env is not None:
+            rows = report.attempt(env.rows, "train") or []
+            if cfg.trainer.eval_before_after:
+                report.attempt(env.rows, "eval")
+        _reward_problems(report, cfg)
+        if cfg.logging.swanlab not in ("offline", "disabled", "cloud"):
+            report.problems.append(f"logging.swanlab must be offline, disabled or cloud, not '{cfg.logging.swanlab}'")
+        elif cfg.logging.swanlab == "cloud" and not os.environ.get("SWANLAB_API_KEY"):
+            report.problems.append("logging.swanlab=cloud needs the SWANLAB_API_KEY environment variable; use offline")
+        if problem := writable_problem(Path(cfg.output.dir), "output.dir"):
+            report.problems.append(problem)
+        problems, report.checkpoint = resume_problems(cfg, resume)
+        report.problems += problems
+        if report.checkpoint is not None:
+            report.facts["resume"] = str(report.checkpoint)
+    if mode in ("eval", "all") and cfg.eval.judge:
+        if problem := judge_problem(dict(cfg.eval.judge), "eval.judge"):
+            report.problems.append(problem)
+    agent = None
+    for name in models or [cfg.model.name_or_path]:
+        agent = _model_problems(report, cfg, name, rows) or agent
+    if training and agent is not None and not report.problems:
+        _rows_estimate(report, cfg, agent, rows)
+    if strict:
+        report.raise_if_problems()
+    return report
+
+
+def load_problems(recipe: str | None, overrides: list[str]) -> tuple[RecipeConfig | None, list[str]]:
+    """The typed recipe, or every unknown key at once (type errors come one at a time, from OmegaConf)."""
+    try:
+        unknown = unknown_keys(recipe_data(recipe, overrides), RecipeConfig)
+        if unknown:
+            prefix = f"{recipe}: " if recipe else ""
+            return None, [prefix + u for u in unknown]
+        return load_recipe(recipe, overrides), []
+    except UserError as exc:
+        return None, [str(exc)]
+
+
+def run(recipe: str, overrides: list[str], resume: str | None = None, mode: str = "all") -> CheckReport:
+    """``memfactory check``: print the resolved recipe and what was resolved, then every problem (exit 2)."""
+    cfg, problems = load_problems(recipe, overrides)
+    report = CheckReport(problems=problems, cfg=cfg)
+    if cfg is not None:
+        report = run_checks(cfg, mode, resume=resume, strict=False)
+        print(to_yaml(cfg).rstrip())
+        print("---")
+        for key, value in report.facts.items():
+            print(f"{key}: {value}")
+    if report.problems:
+        raise UserError("\n".join(report.problems))  # the CLI prints one line per problem
+    print("check ok: no problems found")
+    return report
