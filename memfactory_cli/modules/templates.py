@@ -10,16 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# Short on purpose: every memory-update row carries this text twice (one-shot example and real turn), and on the CPU
+# demo the update phase costs time per token.
 UPDATE_INSTRUCTION = (
-    "You are reading a long document section by section to answer a question. Given the question, your memory so "
-    "far and the next section, write the updated memory: keep what in the memory helps answer the question, add "
-    "what in the section helps, and leave out everything else."
+    "Read the next section of a document and update your memory: keep only what helps answer the question."
 )
 UPDATE_BODY = "\n\n<problem>\n{question}\n</problem>\n\n<memory>\n{memory}\n</memory>\n\n<section>\n{chunk}\n</section>\n\nUpdated memory:"
-FINAL_INSTRUCTION = (
-    "You have read a document and kept a memory of it. Using the memory, answer the question in one to three words "
-    "and put the answer inside \\boxed{}."
-)
+FINAL_INSTRUCTION = "Answer the question from your memory in one to three words, inside \\boxed{}."
 FINAL_BODY = "\n\n<problem>\n{question}\n</problem>\n\n<memory>\n{memory}\n</memory>\n\nYour answer:"
 
 # The one-shot example mirrors the task's form with an answer no real question can have, so copying it never
