@@ -51,6 +51,24 @@ def score_only_completion_positions() -> None:
     trl_utils._use_triton = compact
 
 
+CPU_VOCAB_TILE = 4096
+
+
+def lean_cpu_logprob_tiles(device: torch.device) -> None:
+    """On devices without Triton, fold the LM head through 4,096-wide vocabulary tiles instead of TRL's 32,768.
+
+    Triton devices fold each tile in place. TRL's torch fallback (CPU) makes about four fp32 temporaries the size of
+    a tile (tokens x vocabulary width), so with a thousand completion tokens it peaked above the naive full-logits
+    computation (``bench/logprobs.py``: 1.33x its peak with a backward pass, 0.37x with this). Only the width
+    constant TRL reads at call time changes.
+    """
+    if device.type in ("cuda", "xpu"):
+        return
+    import trl.trainer.utils as trl_utils
+
+    trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = min(trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE, CPU_VOCAB_TILE)
+
+
 class TrainerGenerator:
     """Generation through the trainer's own path (HF generate, or vLLM when TRL is configured for it).
 
@@ -134,6 +152,7 @@ class MemGRPOTrainer(GRPOTrainer):
         self._phase_seconds = dict.fromkeys(PHASES, 0.0)
         score_only_completion_positions()
         super().__init__(*args, rollout_func=self._rollout, **kwargs)
+        lean_cpu_logprob_tiles(self.accelerator.device)
 
     # -- generation -------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
