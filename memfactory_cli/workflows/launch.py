@@ -121,7 +121,14 @@ def prepare(cfg: RecipeConfig, world_size: int) -> None:
     from memfactory_cli.workflows.train import batch_layout
 
     batch_layout(cfg, world_size)
-    generation_fields(cfg.generation, resolve_device(cfg.trainer.device))
+    device = resolve_device(cfg.trainer.device)
+    generation_fields(cfg.generation, device)
+    if device == "cuda":
+        import torch
+
+        per_node = topology(cfg.launch).nproc_per_node
+        if per_node > torch.cuda.device_count():
+            raise UserError(f"{per_node} processes per node but only {torch.cuda.device_count()} GPU(s) are visible")
     build_reward_funcs(cfg.rewards)
     resolve_model_path(cfg.model.name_or_path)
     env = build_env(cfg)
