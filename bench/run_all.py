@@ -1,4 +1,8 @@
-"""``make bench``: run every bench script, then print one table of their closing ``ratio=``/``exponent=`` lines."""
+"""``make bench``: run every bench script, then print one table of their closing ``ratio=``/``exponent=`` lines.
+
+Besides the last line, any ``baseline_exponent=`` line a script prints (scaling.py) is shown too, and each figure is
+set beside its goal where the issue states one.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+GOALS = {
+    "rollout": "ratio >= 2.5, efficiency <= 1.15",
+    "scaling": "exponent <= 1.05",
+    "overhead": "ratio <= 1.10",
+    "logprobs": "ratio <= 0.5",
+}
+EXTRA = ("baseline_exponent=",)
 
 
 def main() -> int:
@@ -18,13 +29,17 @@ def main() -> int:
         result = subprocess.run([sys.executable, str(script)], cwd=HERE, capture_output=True, text=True)
         print(result.stdout, end="")
         lines = [line for line in result.stdout.splitlines() if line.strip()]
-        last = lines[-1] if lines and result.returncode == 0 else f"FAILED ({result.returncode}): {result.stderr.strip().splitlines()[-1:]}"
-        rows.append((script.stem, last))
-    width = max(len(name) for name, _ in rows)
-    print("\nbenchmark".ljust(width + 3) + "result")
-    for name, last in rows:
-        print(f"{name.ljust(width)}   {last}")
-    return 0 if all(not last.startswith("FAILED") for _, last in rows) else 1
+        if lines and result.returncode == 0:
+            last = "  ".join([line for line in lines[:-1] if line.startswith(EXTRA)] + [lines[-1]])
+        else:
+            last = f"FAILED ({result.returncode}): {result.stderr.strip().splitlines()[-1:]}"
+        rows.append((script.stem, last, GOALS.get(script.stem, "-")))
+    width = max(len(name) for name, _, _ in rows)
+    result_width = max(len(last) for _, last, _ in rows)
+    print("\n" + "benchmark".ljust(width + 3) + "result".ljust(result_width + 3) + "goal")
+    for name, last, goal in rows:
+        print(f"{name.ljust(width)}   {last.ljust(result_width)}   {goal}")
+    return 0 if all(not last.startswith("FAILED") for _, last, _ in rows) else 1
 
 
 if __name__ == "__main__":

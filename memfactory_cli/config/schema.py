@@ -74,7 +74,14 @@ class RewardSpec:
 
 @dataclass
 class GenerationConfig:
-    backend: str = _help("hf (transformers generate). vllm arrives with the scaling work.", "hf")
+    backend: str = _help("hf (transformers generate) | vllm (TRL's vLLM integration, CUDA only: docs/scaling.md).", "hf")
+    vllm_mode: str = _help("backend=vllm: colocate (one engine inside each training process) | server (`trl vllm-serve`).", "colocate")
+    vllm_server_host: str = _help("backend=vllm, vllm_mode=server: host of the `trl vllm-serve` process.", "127.0.0.1")
+    vllm_server_port: int = _help("backend=vllm, vllm_mode=server: its port.", 8000)
+    vllm_gpu_memory_utilization: float = _help("backend=vllm, colocate: GPU memory fraction vLLM may take (KV cache).", 0.3)
+    vllm_tensor_parallel_size: int = _help("backend=vllm, colocate: GPUs one vLLM engine spans.", 1)
+    vllm_max_model_length: int | None = _help("backend=vllm: context window of the engine (default: the model's).", None)
+    vllm_enable_sleep_mode: bool = _help("backend=vllm, colocate: free vLLM memory between calls (re-syncs weights each turn).", False)
     temperature: float = _help("Sampling temperature for training rollouts.", 1.0)
     top_p: float = _help("Nucleus sampling for training rollouts.", 1.0)
     top_k: int = _help("Top-k for training rollouts (0 = off).", 0)
@@ -105,6 +112,15 @@ class TrainerConfig:
     )
     logging_steps: int = _help("Log every N steps.", 1)
     eval_before_after: bool = _help("Evaluate data.eval greedily before and after training and print the table.", False)
+
+
+@dataclass
+class LaunchConfig:
+    num_processes: int = _help("Training processes per node (one per GPU); > 1 re-executes under `accelerate launch`.", 1)
+    config_file: str = _help(
+        "accelerate config: ddp | zero2 | zero3 | fsdp2 (recipes/accelerate/<name>.yaml) or a path; empty = ddp.", ""
+    )
+    main_process_port: int = _help("Rendezvous port of process 0 (MASTER_PORT overrides it).", 29500)
 
 
 @dataclass
@@ -148,6 +164,7 @@ class RecipeConfig:
     rewards: list[RewardSpec] = field(default_factory=lambda: [RewardSpec(name="exact_match")])
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

@@ -81,27 +81,83 @@ def shared_prefill(model: Any, pad_id: int) -> Iterator[None]:
         del model.generate
 
 
+CPU_VOCAB_TILE = 4096
+
+
+def lean_cpu_logprob_tiles(device: torch.device) -> None:
+    """On devices without Triton, fold the LM head through 4,096-wide vocabulary tiles instead of TRL's 32,768.
+
+    Triton devices fold each tile in place. TRL's torch fallback (CPU) makes about four fp32 temporaries the size of
+    a tile (tokens x vocabulary width), so with a thousand completion tokens it peaked above the naive full-logits
+    computation (``bench/logprobs.py``: 1.33x its peak with a backward pass, 0.37x with this). Only the width
+    constant TRL reads at call time changes.
+    """
+    if device.type in ("cuda", "xpu"):
+        return
+    import trl.trainer.utils as trl_utils
+
+    trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = min(trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE, CPU_VOCAB_TILE)
+
+
 class TrainerGenerator:
-    """Generation through the trainer's own path (HF generate, or vLLM when TRL is configured for it)."""
+    """Generation through the trainer's own path (HF generate, or vLLM when TRL is configured for it).
+
+    With several processes every generate call is a collective: a vLLM server gathers all ranks' prompts and slices
+    the answers by equal shares, colocated vLLM with tensor parallelism gathers within its group, and ZeRO-3 / FSDP
+    gather the weights. Ranks roll out different documents, so they would make different numbers of calls with
+    different batch sizes. Each call therefore first agrees on the largest batch and budget over all ranks; a rank
+    pads its batch with copies of a prompt, and a rank whose agent has finished keeps joining calls from
+    :meth:`finish` until no rank has work left. A longer budget than asked is cut back: a sampled completion's
+    prefix is exactly a sample under the shorter budget.
+    """
 
     def __init__(self, trainer: GRPOTrainer):
         self.trainer = trainer
+        self.world = trainer.accelerator.num_processes
+        self._filler = [trainer._tokenizer.pad_token_id]
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
         if not prompts:
             return []
+        if self.world == 1:
+            return self._call(prompts, max_new_tokens)
+        self._filler = prompts[0]
+        count, budget = self._agree(len(prompts), max_new_tokens)
+        out = self._call(prompts + [prompts[0]] * (count - len(prompts)), budget)
+        return [c[:max_new_tokens] for c in out[: len(prompts)]]
+
+    def finish(self) -> None:
+        """Join the other ranks' remaining calls with filler prompts (no-op with one process)."""
+        while self.world > 1:
+            count, budget = self._agree(0, 0)
+            if count == 0:
+                return
+            self._call([self._filler] * count, budget)
+
+    def _agree(self, count: int, budget: int) -> tuple[int, int]:
+        local = torch.tensor([count, budget], device=self.trainer.accelerator.device)
+        most = self.trainer.accelerator.gather(local).view(-1, 2).max(0).values.tolist()
+        return int(most[0]), int(most[1])
+
+    def _call(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        if self.trainer.use_vllm:
+            config, field = self.trainer.vllm_generation, "max_completion_length"
+        else:
+            config, field = self.trainer.generation_config, "max_new_tokens"
+        previous = getattr(config, field)
+        setattr(config, field, max_new_tokens)
+        # Sharded weights (ZeRO-3 / FSDP) are untested with the shared prefill: they keep TRL's plain path.
         trainer = self.trainer
-        config = trainer.generation_config
-        previous = config.max_new_tokens
-        config.max_new_tokens = max_new_tokens
-        plain_hf = not (trainer.use_vllm or trainer.use_transformers_continuous_batching)
+        plain_hf = not (
+            trainer.use_vllm or trainer.use_transformers_continuous_batching or trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
+        )
         model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
         try:
             with shared_prefill(model, trainer._tokenizer.pad_token_id) if plain_hf else nullcontext():
                 completion_ids, _ = trainer._generate_single_turn(prompts, None, {}, 1)
         finally:
-            config.max_new_tokens = previous
-        return completion_ids
+            setattr(config, field, previous)
+        return [list(c) for c in completion_ids]
 
 
 def _pad(seqs: list[list[int]], value: int, side: str, width: int | None = None) -> torch.Tensor:
@@ -134,6 +190,7 @@ class MemGRPOTrainer(GRPOTrainer):
         self._staging: Path | None = None  # set while a checkpoint is being written
         score_only_completion_positions()
         super().__init__(*args, rollout_func=self._rollout, **kwargs)
+        lean_cpu_logprob_tiles(self.accelerator.device)
 
     # -- generation -------------------------------------------------------------------------------------------
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -144,7 +201,9 @@ class MemGRPOTrainer(GRPOTrainer):
     def _rollout(self, prompts: list[Any], trainer: GRPOTrainer) -> dict[str, Any]:
         start = time.perf_counter()
         episodes = self.agent.episodes(self._batch_inputs)
-        self._trajectories = self.agent.rollout(episodes, TrainerGenerator(self))
+        generator = TrainerGenerator(self)
+        self._trajectories = self.agent.rollout(episodes, generator)
+        generator.finish()
         self._phase_seconds["generate"] += time.perf_counter() - start
         final = [t.turns[-1] for t in self._trajectories]
         extras = {key: [t.extras.get(key) for t in self._trajectories] for t in self._trajectories for key in t.extras}
@@ -179,8 +238,8 @@ class MemGRPOTrainer(GRPOTrainer):
                 return self._get_per_token_logps_and_entropies(self.model, ids, mask, keep, batch_size=batch)[0]
 
     def _expand_rows(self, out: dict[str, Any]) -> dict[str, Any]:
-        if "importance_sampling_ratio" in out or "sampling_per_token_logps" in out:
-            raise NotImplementedError("vLLM importance-sampling correction for memory rows is not implemented yet")
+        if "importance_sampling_ratio" in out or "sampling_per_token_logps" in out:  # workflows/backend.py turns it off
+            raise NotImplementedError("vLLM importance-sampling correction is not supported for memory rows")
         device = out["prompt_ids"].device
         pad_id = self._tokenizer.pad_token_id
         slots, prompts, completions = [], [], []

@@ -12,10 +12,12 @@ from typing import Any
 
 from memfactory_cli.config import RecipeConfig, load_recipe
 from memfactory_cli.errors import Interrupted, UserError
-from memfactory_cli.io import atomic_dir, atomic_write_text, ensure_writable_dir
+from memfactory_cli.io import atomic_write_text, ensure_writable_dir
 from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
 from memfactory_cli.registry import registry
 from memfactory_cli.rewards import build_reward_funcs
+from memfactory_cli.workflows import launch
+from memfactory_cli.workflows.backend import generation_fields
 from memfactory_cli.workflows.common import build_agent, build_env, eval_generator
 from memfactory_cli.workflows.resume import prepare_run_dir
 
@@ -92,6 +94,7 @@ def grpo_args(cfg: RecipeConfig, run_dir: Path, device: str, max_answer_tokens: 
         dataloader_num_workers=0,
         log_completions=False,
         reward_weights=reward_weights,
+        **generation_fields(g, device),
     )
 
 
@@ -156,18 +159,19 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
 
     device = resolve_device(cfg.trainer.device)
     batch_layout(cfg, int(os.environ.get("WORLD_SIZE", "1")))
-    if cfg.generation.backend != "hf":
-        raise UserError(f"generation.backend '{cfg.generation.backend}' is not available yet; use hf")
+    generation_fields(cfg.generation, device)
     reward_funcs, weights = build_reward_funcs(cfg.rewards)
     registry("agent").get(cfg.agent.name)
     registry("env").get(cfg.env.name)
-    model_path = resolve_model_path(cfg.model.name_or_path)
     run_dir = ensure_writable_dir(Path(cfg.output.dir))
-    prepare_run_dir(run_dir, cfg, checkpoint)
-
-    env = build_env(cfg)
-    train_rows = env.rows("train")
-    eval_rows = env.rows("eval") if cfg.trainer.eval_before_after else []
+    with launch.main_process_first(device) as main_process:  # rank 0 fills the caches, then the others read them
+        model_path = resolve_model_path(cfg.model.name_or_path)
+        if main_process:
+            prepare_run_dir(run_dir, cfg, checkpoint)
+            launch.record_launch(run_dir)
+        env = build_env(cfg)
+        train_rows = env.rows("train")
+        eval_rows = env.rows("eval") if cfg.trainer.eval_before_after else []
     tokenizer = load_tokenizer(model_path)
     agent = build_agent(cfg, tokenizer)
     torch.manual_seed(cfg.trainer.seed)
@@ -198,9 +202,10 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
 
 
 def save_final(run: TrainingRun) -> Path:
-    with atomic_dir(run.run_dir / "final") as tmp:
-        run.trainer.save_model(str(tmp))
-        run.tokenizer.save_pretrained(str(tmp))
+    with launch.shared_atomic_dir(run.run_dir / "final") as tmp:
+        run.trainer.save_model(str(tmp))  # collective under ZeRO-3/FSDP; writes on rank 0 only
+        if launch.is_main_process():
+            run.tokenizer.save_pretrained(str(tmp))
     return run.run_dir / "final"
 
 
@@ -224,13 +229,16 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
 
     cfg = load_recipe(recipe, overrides)
     report = run_checks(cfg, "train", resume=resume)
-    print(report.summary())
+    if launch.is_main_process():
+        print(report.summary())
     own_loop = agent_training_loop(cfg)
     if own_loop is not None:
         if resume is not None:
             raise UserError(f"--resume is not supported by agent '{cfg.agent.name}' with its own training loop")
         return own_loop(cfg)
-    if resume == "auto" and report.checkpoint is None:
+    if launch.should_launch(cfg):
+        return launch.relaunch(cfg, recipe, overrides, resume)
+    if resume == "auto" and report.checkpoint is None and launch.is_main_process():
         print(f"note: no complete checkpoint in {cfg.output.dir} yet; starting from step 0")
     training = build(cfg, checkpoint=report.checkpoint)
     before = _before_eval(training)
@@ -240,10 +248,9 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
     if interrupt is not None:
         raise interrupt
     final = save_final(training)
-    if before is not None:
+    if before is not None:  # every rank evaluates (sharded weights need all of them); rank 0 reports
         after = _evaluate(training)
         deltas = {m: paired_delta(before["per_question"], after["per_question"], m) for m in before["metrics"]}
-        _eval_table(before, after, deltas)
         summary = {
             "n": before["n"],
             "train_seconds": train_seconds,
@@ -251,8 +258,11 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
             "after": after["metrics"],
             "delta": deltas,
         }
-        atomic_write_text(training.run_dir / "eval_before_after.json", json.dumps(summary, indent=2))
-    print(f"run directory: {training.run_dir}  (final model: {final})")
+        if launch.is_main_process():
+            _eval_table(before, after, deltas)
+            atomic_write_text(training.run_dir / "eval_before_after.json", json.dumps(summary, indent=2))
+    if launch.is_main_process():
+        print(f"run directory: {training.run_dir}  (final model: {final})")
     return training.run_dir
 
 
@@ -304,7 +314,8 @@ def _before_eval(training: TrainingRun) -> dict[str, Any] | None:
         return None
     before = _evaluate(training)
     kept = {k: before[k] for k in ("n", "metrics", "per_question")}
-    atomic_write_text(path, json.dumps(kept))
+    if launch.is_main_process():
+        atomic_write_text(path, json.dumps(kept))
     return kept
 
 
