@@ -68,6 +68,11 @@ def test_cli_refuses_vllm_without_gpu_or_package_in_one_line(tmp_path):
     assert_one_line_error(result, "generation.backend=vllm needs")
 
 
+class FakeModel:
+    def generate(self, *args, **kwargs):
+        raise AssertionError("the fake trainer never generates through the model")
+
+
 class FakeTrainer:
     """The few attributes TrainerGenerator touches; ``others`` scripts what the other rank reports per collective."""
 
@@ -77,7 +82,9 @@ class FakeTrainer:
         self.generation_config = SimpleNamespace(max_new_tokens=256)
         self._tokenizer = SimpleNamespace(pad_token_id=0)
         self.others = list(others)
-        self.accelerator = SimpleNamespace(num_processes=world, device="cpu", gather=self._gather)
+        self.accelerator = SimpleNamespace(num_processes=world, device="cpu", gather=self._gather, unwrap_model=lambda m: m)
+        self.use_transformers_continuous_batching = self.is_deepspeed_enabled = self.is_fsdp_enabled = False
+        self.model_wrapped = FakeModel()
         self.calls = []
 
     def _gather(self, local):

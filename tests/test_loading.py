@@ -1,4 +1,4 @@
-"""Attention kernel selection: flash_attention_2 only on CUDA with the package present, sdpa otherwise."""
+"""Attention kernel selection: flash_attention_2 only on CUDA with the package present; sdpa_additive on CPU."""
 
 import pytest
 import transformers.utils
@@ -11,7 +11,9 @@ from memfactory_cli.models.loading import choose_attention
     [
         ("auto", "cuda", True, "flash_attention_2"),
         ("auto", "cuda", False, "sdpa"),
-        ("auto", "cpu", True, "sdpa"),
+        ("auto", "cpu", True, "sdpa_additive"),
+        ("sdpa_additive", "cuda", False, "sdpa_additive"),
+        ("sdpa", "cpu", False, "sdpa"),
         ("eager", "cuda", True, "eager"),
         ("sdpa", "cuda", True, "sdpa"),
     ],
