@@ -288,3 +288,14 @@ def load_rows(spec: str, cfg: DataConfig, limit: int | None = None, tokenizer: A
     if not rows:
         raise UserError(f"{where}: no rows")
     return rows
+
+
+def load_split(data: Any, split: str) -> list[dict[str, Any]]:
+    """The recipe's ``train`` or held-out ``eval`` rows: what every env's ``rows(split)`` serves."""
+    if split == "train":
+        return load_rows(data.train, data, data.train_limit)
+    if split == "eval":
+        if not data.eval:
+            raise UserError("data.eval is not set; name a held-out set to evaluate")
+        return load_rows(data.eval, data, data.eval_limit)
+    raise ValueError(split)

@@ -12,7 +12,7 @@ from typing import Any
 
 from memfactory_cli.config.schema import DataConfig
 from memfactory_cli.data import dialogues
-from memfactory_cli.data.sources import load_rows
+from memfactory_cli.data.sources import load_split
 from memfactory_cli.errors import UserError
 from memfactory_cli.registry import register
 from memfactory_cli.rewards.qa import score_text
@@ -29,14 +29,7 @@ class MultiSessionEnv:
         self.data = data
 
     def rows(self, split: str) -> list[dict[str, Any]]:
-        if split == "train":
-            rows = load_rows(self.data.train, self.data, self.data.train_limit)
-        elif split == "eval":
-            if not self.data.eval:
-                raise UserError("data.eval is not set; name a held-out set to evaluate")
-            rows = load_rows(self.data.eval, self.data, self.data.eval_limit)
-        else:
-            raise ValueError(split)
+        rows = load_split(self.data, split)
         out = []
         for r in rows:
             if "sessions" not in r and isinstance(r.get("meta"), dict) and "turns" in r["meta"] and r["meta"].get("kind", "question") == "question":

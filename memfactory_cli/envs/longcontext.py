@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from memfactory_cli.config.schema import DataConfig
-from memfactory_cli.data.sources import load_rows
-from memfactory_cli.errors import UserError
+from memfactory_cli.data.sources import load_split
 from memfactory_cli.registry import register
 from memfactory_cli.rewards.qa import score_text
 
@@ -20,13 +19,7 @@ class LongcontextEnv:
         self.data = data
 
     def rows(self, split: str) -> list[dict[str, Any]]:
-        if split == "train":
-            return load_rows(self.data.train, self.data, self.data.train_limit)
-        if split == "eval":
-            if not self.data.eval:
-                raise UserError("data.eval is not set; name a held-out set to evaluate")
-            return load_rows(self.data.eval, self.data, self.data.eval_limit)
-        raise ValueError(split)
+        return load_split(self.data, split)
 
     def train_dataset(self, rows: list[dict[str, Any]]):
         """A ``datasets.Dataset`` for TRL: ``prompt`` (the question as a chat) plus every canonical column."""

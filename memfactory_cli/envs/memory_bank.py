@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from memfactory_cli.config.schema import DataConfig
-from memfactory_cli.data.sources import load_rows
+from memfactory_cli.data.sources import load_split
 from memfactory_cli.errors import UserError
 from memfactory_cli.registry import register
 from memfactory_cli.rewards.memory_r1 import ANSWER_METRICS, answer_scores
@@ -137,14 +137,7 @@ class MemoryBankEnv:
         self.data = data
 
     def rows(self, split: str) -> list[dict[str, Any]]:
-        if split == "train":
-            rows = load_rows(self.data.train, self.data, self.data.train_limit)
-        elif split == "eval":
-            if not self.data.eval:
-                raise UserError("data.eval is not set; name a held-out set to evaluate")
-            rows = load_rows(self.data.eval, self.data, self.data.eval_limit)
-        else:
-            raise ValueError(split)
+        rows = load_split(self.data, split)
         for r in rows:
             row_kind(r)
         return rows
