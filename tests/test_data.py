@@ -83,6 +83,14 @@ def test_synth_answer_is_in_the_document_with_distractors():
         assert sum(v in item["context"].split() or f"{v}." in item["context"].split() for v in values) >= 4
 
 
+def test_synth_single_relation_states_each_fact_once():
+    cfg = synth.SynthConfig(n_train=30, people=2, relations=("city",))
+    for item in synth.generate(cfg, "train", 0):
+        facts = [s for s in item["context"].split(". ") if " lives in " in s]
+        people = [f.split(" lives in ")[0] for f in facts]
+        assert len(facts) == 2 and len(set(people)) == 2
+
+
 def test_synth_cli_writes_both_schemas(tmp_path):
     from memfactory_cli.workflows.data import synth_to_files
 

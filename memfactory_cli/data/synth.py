@@ -92,9 +92,10 @@ def make_item(rng: random.Random, cfg: SynthConfig, first_names: list[str], inde
     values, fact_template, question_template = RELATIONS[relation]
     person_values = dict(zip(names, rng.sample(values, cfg.people)))
     sentences = [fact_template.format(p=p, v=v) for p, v in person_values.items()]
-    other = rng.choice([r for r in cfg.relations if r != relation] or [relation])
-    other_values, other_template, _ = RELATIONS[other]
-    sentences += [other_template.format(p=p, v=rng.choice(other_values)) for p in rng.sample(names, 2)]
+    others = [r for r in cfg.relations if r != relation]
+    if others:  # with a single relation, extra facts would contradict the real ones
+        other_values, other_template, _ = RELATIONS[rng.choice(others)]
+        sentences += [other_template.format(p=p, v=rng.choice(other_values)) for p in rng.sample(names, 2)]
     multi_hop = rng.random() < cfg.multi_hop_fraction
     asked = names[0]
     if multi_hop:
