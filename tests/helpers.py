@@ -27,3 +27,9 @@ def signalling_length_reward(prompts, completions, **kwargs) -> list[float | Non
     if when and int(when) == _calls:
         os.kill(os.getpid(), getattr(signal, name))
     return length_reward(prompts, completions, **kwargs)
+
+
+def half_tied_length_reward(prompts, completions, question, **kwargs) -> list[float | None]:
+    """``length_reward`` for questions of odd length; a constant for the others, so their groups have advantage 0."""
+    lengths = length_reward(prompts, completions)
+    return [length if len(q) % 2 else 1.0 for q, length in zip(question, lengths)]

@@ -21,7 +21,15 @@ def _completion_logp(model, prompt_ids, completion_ids):
 
 
 def test_k_chunks_give_k_plus_one_rows_sharing_one_advantage(tmp_path):
-    run = _build(tmp_path, **{"trainer.num_generations": "3", "trainer.gradient_accumulation_steps": "2", "trainer.questions_per_step": "2"})
+    run = _build(
+        tmp_path,
+        **{
+            "trainer.num_generations": "3",
+            "trainer.gradient_accumulation_steps": "2",
+            "trainer.questions_per_step": "2",
+            "trainer.skip_zero_advantage_rows": "false",  # this test reads every row's place
+        },
+    )
     trainer = run.trainer
     trainer.model.train()
     dataset = trainer.train_dataset
@@ -51,7 +59,7 @@ def test_k_chunks_give_k_plus_one_rows_sharing_one_advantage(tmp_path):
 def test_memory_rows_alone_move_memory_turns_along_their_advantage(tmp_path):
     """A gradient step on the memory-update rows only (answer rows masked out) changes the memory turns' log-probs,
     in the direction of each trajectory's advantage: the memory turns are trained, not only the answer."""
-    run = _build(tmp_path, **{"trainer.num_generations": "4"})
+    run = _build(tmp_path, **{"trainer.num_generations": "4", "trainer.skip_zero_advantage_rows": "false"})
     trainer, model = run.trainer, run.trainer.model
     model.train()
     out = trainer._generate_and_score_completions([dict(trainer.train_dataset[i]) for i in (0, 0, 0, 0, 1, 1, 1, 1)])
@@ -164,3 +172,39 @@ def test_training_rollouts_use_the_shared_prefill(tmp_path, monkeypatch):
     turns = max(len(t.turns) for t in trainer._trajectories)
     assert calls and len(calls) == turns and calls[0] == 4  # one shared prefill per generate call
     assert "generate" not in vars(trainer.accelerator.unwrap_model(trainer.model_wrapped))  # the shadow is removed
+
+
+def test_skipping_zero_advantage_rows_leaves_the_gradient_unchanged(tmp_path):
+    from transformers import TrainerCallback
+
+    class GradientCapture(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            self.grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    grads, metrics = {}, {}
+    for skip in (True, False):
+        run = _build(
+            tmp_path / str(skip),
+            **{
+                "rewards": "[{name: 'tests.helpers:half_tied_length_reward'}]",
+                "trainer.skip_zero_advantage_rows": str(skip).lower(),
+                "trainer.questions_per_step": "4",
+                "trainer.gradient_accumulation_steps": "2",
+            },
+        )
+        assert run.trainer.skips_zero_advantage_rows is skip
+        capture = GradientCapture()
+        run.trainer.add_callback(capture)
+        run.trainer.train()
+        grads[skip] = capture.grads
+        metrics[skip] = json.loads((tmp_path / str(skip) / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert metrics[True]["rows"] == metrics[False]["rows"] == metrics[False]["rows/trained"]
+    assert 0 < metrics[True]["rows/trained"] < metrics[True]["rows"], "the step must mix tied and untied groups"
+    assert grads[True].keys() == grads[False].keys() and any(g.abs().sum() > 0 for g in grads[False].values())
+    for name, g in grads[False].items():
+        assert torch.allclose(grads[True][name], g, rtol=1e-4, atol=1e-8), name
+
+
+def test_kl_keeps_zero_advantage_rows(tmp_path):
+    run = _build(tmp_path, **{"trainer.beta": "0.04"})
+    assert not run.trainer.skips_zero_advantage_rows

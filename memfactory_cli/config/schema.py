@@ -103,6 +103,11 @@ class TrainerConfig:
     num_iterations: int = _help("Optimisation passes per generation (mu).", 1)
     loss_type: str = _help("TRL loss aggregation; dapo = token-mean over all rows of the step.", "dapo")
     scale_rewards: str = _help("Advantage scaling: group (divide by group std) | batch | none (MemAgent).", "group")
+    skip_zero_advantage_rows: bool = _help(
+        "Skip the forward/backward of rows with advantage 0 where that leaves the gradient unchanged (beta 0, loss_type "
+        "dapo or cispo).",
+        True,
+    )
     seed: int = _help("Training seed.", 42)
     device: str = _help("auto | cpu | cuda. A recipe that says cuda fails fast without a GPU.", "auto")
     bf16: str = _help("auto (on when the device supports it) | true | false: bf16 autocast over fp32 weights.", "auto")

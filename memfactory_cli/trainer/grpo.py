@@ -10,7 +10,8 @@ How one generation batch flows (slots = questions x G, already repeated G times 
 3. :meth:`_expand_rows` appends one row per memory-update turn, each with exactly the prompt ids it was sampled
    with and its trajectory's advantage, computes their old/reference log-probs when TRL needs them, pads the row
    count to a multiple of ``steps_per_generation`` (equal on every rank) with loss-masked copies, and recomputes
-   ``num_items_in_batch``. Turns are never concatenated into one sequence.
+   ``num_items_in_batch``. Turns are never concatenated into one sequence. Rows with advantage 0 are then left out
+   where that provably leaves the step's gradient unchanged (see :attr:`skips_zero_advantage_rows`).
 
 With ``loss_type="dapo"`` (the default) the S micro-batches of a step average to the token-mean over all rows of the
 step, whatever the row count of each micro-batch: this is MemAgent's token-mean loss aggregation.
@@ -180,9 +181,21 @@ def _widen(t: torch.Tensor, width: int, value: float, side: str) -> torch.Tensor
     return torch.cat([fill, t] if side == "left" else [t, fill], dim=1)
 
 
+def _select_rows(out: dict[str, Any], keep: torch.Tensor) -> None:
+    """Keep the rows where ``keep`` is true in every per-row tensor of ``out`` (at least one row survives)."""
+    n = keep.numel()
+    if not keep.any():
+        keep = keep.clone()
+        keep[0] = True  # _pad_row_count copies row 0; it is a zero-advantage row, so it adds no gradient either
+    for key, value in list(out.items()):
+        if isinstance(value, torch.Tensor) and value.dim() >= 1 and value.size(0) == n:
+            out[key] = value[keep]
+
+
 class MemGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args: Any, agent: Any, rollout_sink: Any, **kwargs: Any):
+    def __init__(self, *args: Any, agent: Any, rollout_sink: Any, skip_zero_advantage_rows: bool = True, **kwargs: Any):
         self.agent = agent
+        self.skip_zero_advantage_rows = skip_zero_advantage_rows
         self.rollout_sink = rollout_sink
         self._batch_inputs: list[dict[str, Any]] = []
         self._trajectories: list[Trajectory] = []
@@ -274,11 +287,30 @@ class MemGRPOTrainer(GRPOTrainer):
                 width = p_width if key.startswith("prompt") else c_width
                 out[key] = torch.cat([_widen(out[key], width, value, side), _widen(new, width, value, side)])
             out["advantages"] = torch.cat([out["advantages"], out["advantages"][index]])
-        self._pad_row_count(out)
         loss_mask = out["completion_mask"] * out["tool_mask"] if "tool_mask" in out else out["completion_mask"]
         out["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
-        self._log_rollout_metrics(n_final, n_final + len(slots))
+        if self.skips_zero_advantage_rows:
+            _select_rows(out, out["advantages"] != 0)
+        trained = out["prompt_ids"].size(0)
+        self._pad_row_count(out)
+        self._log_rollout_metrics(n_final, n_final + len(slots), trained)
         return out
+
+    @property
+    def skips_zero_advantage_rows(self) -> bool:
+        """Whether rows with advantage 0 can skip the forward and backward passes without changing the step at all.
+
+        They can when such a row's loss is exactly 0 (no KL term, a loss linear in the advantage, no entropy quantile
+        taken across the micro-batch) and the loss is normalised by the step's token count ``num_items_in_batch``,
+        which :meth:`_expand_rows` counts over all rows before any is dropped. On a small model most groups soon
+        agree (all right or all wrong), so this removes most of the update phase.
+        """
+        return (
+            self.skip_zero_advantage_rows
+            and self.beta == 0.0
+            and self.loss_type in ("dapo", "cispo")
+            and self.top_entropy_quantile == 1.0
+        )
 
     def _pad_row_count(self, out: dict[str, Any]) -> None:
         """Pad rows with loss-masked copies of row 0 up to the largest count on any rank, rounded up to S.
@@ -299,17 +331,18 @@ class MemGRPOTrainer(GRPOTrainer):
                     copies = torch.zeros_like(copies)
                 out[key] = torch.cat([value, copies])
 
-    def _log_rollout_metrics(self, n_slots: int, n_rows: int) -> None:
+    def _log_rollout_metrics(self, n_slots: int, n_rows: int, n_trained: int) -> None:
         device = self.accelerator.device
         trajs = self._trajectories
         local = torch.tensor(
-            [n_rows, n_slots, sum(len(t.turns) for t in trajs), sum(t.memory_within_budget for t in trajs)],
+            [n_rows, n_trained, n_slots, sum(len(t.turns) for t in trajs), sum(t.memory_within_budget for t in trajs)],
             dtype=torch.float64,
             device=device,
         )
-        rows, slots, turns, within = self.accelerator.gather(local).view(-1, 4).sum(0).tolist()
+        rows, trained, slots, turns, within = self.accelerator.gather(local).view(-1, 5).sum(0).tolist()
         metrics = self._metrics["train" if self.model.training else "eval"]
         metrics["rows"].append(rows)
+        metrics["rows/trained"].append(trained)
         metrics["trajectories"].append(slots)
         metrics["turns/mean"].append(turns / max(slots, 1))
         metrics["memory/within_budget"].append(within / max(slots, 1))

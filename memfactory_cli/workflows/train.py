@@ -195,6 +195,7 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
         callbacks=callbacks,
         agent=agent,
         rollout_sink=rollout_sink,
+        skip_zero_advantage_rows=cfg.trainer.skip_zero_advantage_rows,
     )
     for cb in (PrinterCallback, HFProgress):
         trainer.remove_callback(cb)
