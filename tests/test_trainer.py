@@ -208,3 +208,36 @@ def test_skipping_zero_advantage_rows_leaves_the_gradient_unchanged(tmp_path):
 def test_kl_keeps_zero_advantage_rows(tmp_path):
     run = _build(tmp_path, **{"trainer.beta": "0.04"})
     assert not run.trainer.skips_zero_advantage_rows
+
+
+def test_training_generation_is_cut_to_the_kv_budget_with_the_same_tokens(tmp_path):
+    """TrainerGenerator splits a turn into generate calls within generation.kv_cache_budget; greedy tokens match."""
+    from memfactory_cli.generation.base import model_kv_bytes_per_token
+    from memfactory_cli.trainer.grpo import TrainerGenerator
+
+    run = _build(tmp_path)
+    trainer = run.trainer
+    trainer.generation_config.do_sample = False
+    calls = []
+    real = trainer._generate_single_turn
+
+    def recording(prompts, *args):
+        calls.append([len(p) for p in prompts])
+        return real(prompts, *args)
+
+    trainer._generate_single_turn = recording
+    episodes = run.agent.episodes([dict(trainer.train_dataset[i]) for i in range(4)])
+    memory = run.agent.memory
+    prompts = [memory.update_prompt(e.question_ids, memory.initial_memory, memory.chunks(e.context_ids)[0]) for e in episodes]
+    prompts[1] = prompts[1][:20]  # lengths differ, so batches differ in width
+    trainer.kv_cache_budget = "none"
+    unbounded = TrainerGenerator(trainer).generate(prompts, 6)
+    assert [len(c) for c in calls] == [4]
+    model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+    per_token = model_kv_bytes_per_token(model, torch.bfloat16 if trainer.args.bf16 else None)
+    budget = per_token * (max(len(p) for p in prompts) + 6) * 2
+    trainer.kv_cache_budget = str(budget)
+    calls.clear()
+    assert TrainerGenerator(trainer).generate(prompts, 6) == unbounded
+    assert len(calls) > 1 and sum(len(c) for c in calls) == 4
+    assert all(len(c) * (max(c) + 6) * per_token <= budget for c in calls)

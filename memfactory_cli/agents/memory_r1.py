@@ -118,7 +118,7 @@ def frozen_role(name: str, device: str, dtype: str) -> Role:
     device = resolve_device(device)
     dtype = ("bfloat16" if device == "cuda" else "float32") if dtype == "auto" else dtype
     tokenizer = load_tokenizer(path)
-    model = load_model(ModelConfig(name_or_path=name, dtype=dtype), device, path).eval()
+    model = load_model(ModelConfig(name_or_path=name, dtype=dtype), device, path, inference=True).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     return Role(tokenizer, HFGenerator(model, tokenizer, SamplingParams(do_sample=False)))

@@ -82,6 +82,13 @@ class GenerationConfig:
     vllm_tensor_parallel_size: int = _help("backend=vllm, colocate: GPUs one vLLM engine spans.", 1)
     vllm_max_model_length: int | None = _help("backend=vllm: context window of the engine (default: the model's).", None)
     vllm_enable_sleep_mode: bool = _help("backend=vllm, colocate: free vLLM memory between calls (re-syncs weights each turn).", False)
+    kv_cache_budget: str = _help(
+        "KV-cache bytes one HF generate batch may hold (training rollouts and eval): auto (60% of the GPU memory free "
+        "when the call starts; unbounded on CPU) | a size like 24GiB | none. Batches are cut by prompt length only, so "
+        "results do not change; `memfactory check` shows the batch it allows.",
+        "auto",
+    )
+    max_batch: int = _help("Sequences per HF generate batch at most (0 = only kv_cache_budget limits it).", 0)
     temperature: float = _help("Sampling temperature for training rollouts.", 1.0)
     top_p: float = _help("Nucleus sampling for training rollouts.", 1.0)
     top_k: int = _help("Top-k for training rollouts (0 = off).", 0)

@@ -68,18 +68,77 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def choose_attention(requested: str, device: str) -> str:
-    """auto: FlashAttention-2 on CUDA when installed, else SDPA (on CPU with one shared additive mask per forward)."""
+HALF = ("bfloat16", "float16")
+
+
+def flash_attn_usable() -> bool:
+    """flash-attn's compiled CUDA extension imports, not just its package metadata.
+
+    A flash-attn wheel built against another torch (or under pip's build isolation) installs fine and fails at
+    import with undefined symbols; transformers' ``is_flash_attn_2_available`` only reads the metadata.
+    """
+    import importlib
+
+    try:
+        importlib.import_module("flash_attn_2_cuda")
+    except Exception:  # ImportError, or an OSError for a missing CUDA library
+        return False
+    return True
+
+
+def half_dtype() -> Any:
+    """The half precision a CUDA forward computes in: bf16 where the GPU supports it, else fp16."""
+    import torch
+
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast_dtype(weights: Any, device_type: str) -> Any:
+    """The autocast dtype an inference forward of fp32 weights needs on this device, or None (run as loaded).
+
+    Training computes under bf16 autocast over fp32 master weights (accelerate patches the prepared model's
+    forward); every other forward (eval, infer, serve, a judge, a frozen role, LoRA generation, which bypasses the
+    patched forward) must do the same, so it matches training and FlashAttention-2 never sees fp32. CPU runs as
+    loaded: bf16 autocast there is slower than fp32 on most CPUs.
+    """
+    import torch
+
+    if device_type != "cuda" or weights != torch.float32:
+        return None
+    return half_dtype()
+
+
+def inference_dtype(name: str, device: str) -> str:
+    """The dtype to load a model in that is never trained here: fp32 becomes the compute half dtype on CUDA.
+
+    Half the memory of fp32 weights and exactly what training computes in, so eval numbers match training's.
+    """
+    if device != "cuda" or name != "float32":
+        return name
+    import torch
+
+    return "bfloat16" if half_dtype() == torch.bfloat16 else "float16"
+
+
+def choose_attention(requested: str, device: str, dtype: str = "float32", autocast: bool = False) -> str:
+    """auto: FlashAttention-2 on CUDA when it imports and will get half precision (half weights, or fp32 weights
+    whose every forward runs under autocast), else SDPA (on CPU with one shared additive mask per forward)."""
     from memfactory_cli.models import attention
 
     if requested == attention.NAME or (requested == "auto" and device == "cpu"):
         return attention.register()
+    half = dtype in HALF or autocast
+    if requested in ("flash_attention_2", "flash_attention_3") and not half:
+        raise UserError(
+            f"model.attn_implementation={requested} needs half precision: set model.dtype=bfloat16, or keep float32 "
+            "weights with trainer.bf16=true (bf16 autocast); or use attn_implementation=auto"
+        )
     if requested != "auto":
         return requested
-    if device == "cuda":
+    if device == "cuda" and half:
         from transformers.utils import is_flash_attn_2_available
 
-        if is_flash_attn_2_available():
+        if is_flash_attn_2_available() and flash_attn_usable():
             return "flash_attention_2"
     return "sdpa"
 
@@ -103,17 +162,23 @@ def load_tokenizer(path: str):
     return tok
 
 
-def load_model(cfg: ModelConfig, device: str = "cpu", path: str | None = None):
-    """Load the causal LM in ``cfg.dtype`` (fp32 master weights by default) with the chosen attention kernel."""
+def load_model(cfg: ModelConfig, device: str = "cpu", path: str | None = None, *, inference: bool = False, autocast: bool = False):
+    """Load the causal LM with the chosen attention kernel.
+
+    Training loads ``cfg.dtype`` (fp32 master weights by default; ``autocast``: every forward runs under bf16
+    autocast). ``inference`` loads a model that is only generated with (eval, infer, serve, judges, frozen roles) in
+    the compute dtype instead: see :func:`inference_dtype`.
+    """
     from transformers import AutoModelForCausalLM
 
     path = path or resolve_model_path(cfg.name_or_path)
+    dtype = inference_dtype(cfg.dtype, device) if inference else cfg.dtype
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=_dtype(cfg.dtype), attn_implementation=choose_attention(cfg.attn_implementation, device)
+        path, dtype=_dtype(dtype), attn_implementation=choose_attention(cfg.attn_implementation, device, dtype, autocast)
     )
     return model.to(device)
 
 
-def load_model_and_tokenizer(cfg: ModelConfig, device: str = "cpu"):
+def load_model_and_tokenizer(cfg: ModelConfig, device: str = "cpu", *, inference: bool = False):
     path = resolve_model_path(cfg.name_or_path)
-    return load_model(cfg, device, path), load_tokenizer(path)
+    return load_model(cfg, device, path, inference=inference), load_tokenizer(path)

@@ -32,7 +32,7 @@ from trl import GRPOTrainer
 from trl.trainer.utils import use_adapter
 
 from memfactory_cli.agents.base import Trajectory
-from memfactory_cli.generation.base import prefill_cache
+from memfactory_cli.generation.base import bounded_batches, kv_budget_bytes, model_kv_bytes_per_token, prefill_cache
 from memfactory_cli.io import replace_dir
 from memfactory_cli.trainer.checkpoints import EpochSeededSampler, staging_dir
 
@@ -153,12 +153,37 @@ class TrainerGenerator:
             trainer.use_vllm or trainer.use_transformers_continuous_batching or trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled
         )
         model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+        out: list[list[int]] = [[] for _ in prompts]
         try:
-            with shared_prefill(model, trainer._tokenizer.pad_token_id) if plain_hf else nullcontext():
-                completion_ids, _ = trainer._generate_single_turn(prompts, None, {}, 1)
+            # autocast: a PeftModel's generate reaches the base model's own forward, not the one accelerate patched
+            with shared_prefill(model, trainer._tokenizer.pad_token_id) if plain_hf else nullcontext(), trainer.accelerator.autocast():
+                for batch in self._batches(model, prompts, max_new_tokens):
+                    completion_ids, _ = trainer._generate_single_turn([prompts[i] for i in batch], None, {}, 1)
+                    for i, completion in zip(batch, completion_ids):
+                        out[i] = list(completion)
         finally:
             setattr(config, field, previous)
-        return [list(c) for c in completion_ids]
+        return out
+
+    def _batches(self, model: Any, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """The generate calls of one turn: batches whose KV cache fits the budget (one call with vLLM, which pages).
+
+        With several processes every rank makes the same calls: the batch size is the smallest any rank needs
+        (its longest prompts' batch) and every rank has the agreed prompt count, so the call count agrees too.
+        """
+        trainer = self.trainer
+        if trainer.use_vllm:
+            return [list(range(len(prompts)))]
+        budget = kv_budget_bytes(trainer.kv_cache_budget, trainer.accelerator.device)
+        compute = torch.bfloat16 if trainer.args.bf16 else None
+        per_token = model_kv_bytes_per_token(model, compute)
+        batches = bounded_batches([len(p) for p in prompts], max_new_tokens, per_token, budget, trainer.max_generate_batch)
+        if self.world == 1:
+            return batches
+        local = torch.tensor([len(batches[0])], device=trainer.accelerator.device)
+        size = int(trainer.accelerator.gather(local).min())
+        order = [i for batch in batches for i in batch]
+        return [order[start : start + size] for start in range(0, len(order), size)]
 
 
 def _pad(seqs: list[list[int]], value: int, side: str, width: int | None = None) -> torch.Tensor:
@@ -193,8 +218,19 @@ def _select_rows(out: dict[str, Any], keep: torch.Tensor) -> None:
 
 
 class MemGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args: Any, agent: Any, rollout_sink: Any, skip_zero_advantage_rows: bool = True, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        agent: Any,
+        rollout_sink: Any,
+        skip_zero_advantage_rows: bool = True,
+        kv_cache_budget: str = "auto",
+        max_generate_batch: int = 0,
+        **kwargs: Any,
+    ):
         self.agent = agent
+        self.kv_cache_budget = kv_cache_budget  # generation.kv_cache_budget / max_batch: see TrainerGenerator._batches
+        self.max_generate_batch = max_generate_batch
         self.skip_zero_advantage_rows = skip_zero_advantage_rows
         self.rollout_sink = rollout_sink
         self._batch_inputs: list[dict[str, Any]] = []

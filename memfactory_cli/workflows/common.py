@@ -28,5 +28,9 @@ def eval_sampling(ev: EvalConfig) -> SamplingParams:
     return SamplingParams(do_sample=True, temperature=ev.temperature, top_p=ev.top_p)
 
 
-def eval_generator(model: Any, tokenizer: Any, ev: EvalConfig) -> HFGenerator:
-    return HFGenerator(model, tokenizer, eval_sampling(ev), max_batch=ev.batch_size)
+def eval_generator(model: Any, tokenizer: Any, ev: EvalConfig, gen: GenerationConfig | None = None, autocast: Any = "auto") -> HFGenerator:
+    """Greedy or sampled eval generation, at most ``eval.batch_size`` sequences and ``gen.kv_cache_budget`` a batch."""
+    gen = gen or GenerationConfig()
+    return HFGenerator(
+        model, tokenizer, eval_sampling(ev), max_batch=ev.batch_size, kv_budget=gen.kv_cache_budget, autocast=autocast
+    )

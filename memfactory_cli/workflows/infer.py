@@ -82,9 +82,9 @@ def run(
     model_path = resolve_model_path(cfg.model.name_or_path)
     tokenizer = load_tokenizer(model_path)
     agent = build_agent(cfg, tokenizer)
-    lm = load_model(cfg.model, device, model_path).eval()
+    lm = load_model(cfg.model, device, model_path, inference=True).eval()
     row = {"id": "0", "question": question, "context": context, "answers": list(references or [])}
-    (trajectory,) = agent.rollout([agent.episode(row)], eval_generator(lm, tokenizer, cfg.eval))
+    (trajectory,) = agent.rollout([agent.episode(row)], eval_generator(lm, tokenizer, cfg.eval, cfg.generation))
     console = Console()
     for i, memory in enumerate(trajectory.memories, 1):
         console.print(Panel(memory or "[dim](empty)[/dim]", title=f"memory after chunk {i}/{len(trajectory.memories)}"))

@@ -90,11 +90,13 @@ def run(cfg: RecipeConfig) -> Path:
     tokenizer = load_tokenizer(model_path)
     agent = build_agent(cfg, tokenizer)
     set_seed(t.seed)
-    model = load_model(cfg.model, device, model_path).eval()
+    model = load_model(cfg.model, device, model_path, inference=True).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    sampler = HFGenerator(model, tokenizer, training_sampling(cfg.generation), max_batch=cfg.eval.batch_size)
-    greedy = eval_generator(model, tokenizer, cfg.eval)
+    sampler = HFGenerator(
+        model, tokenizer, training_sampling(cfg.generation), max_batch=cfg.eval.batch_size, kv_budget=cfg.generation.kv_cache_budget
+    )
+    greedy = eval_generator(model, tokenizer, cfg.eval, cfg.generation)
     before = _evaluate(agent, env, eval_rows, greedy, cfg.eval.batch_size) if eval_rows else None
 
     tracker = _swanlab(cfg, run_dir)

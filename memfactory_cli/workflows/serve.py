@@ -230,7 +230,9 @@ def build_service(recipe: str | None, overrides: list[str], model: str | None, m
     path = resolve_model_path(label)
     tokenizer = load_tokenizer(path)
     agent = build_agent(cfg, tokenizer)
-    lm = load_model(dataclasses.replace(cfg.model, name_or_path=label), resolve_device(cfg.trainer.device), path).eval()
+    lm = load_model(
+        dataclasses.replace(cfg.model, name_or_path=label), resolve_device(cfg.trainer.device), path, inference=True
+    ).eval()
     served = name or label.rstrip("/").split("/")[-1]
     return Service(served, mode, lm, tokenizer, agent, eval_sampling(cfg.eval), max_batch=cfg.eval.batch_size)
 

@@ -175,7 +175,7 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
     tokenizer = load_tokenizer(model_path)
     agent = build_agent(cfg, tokenizer)
     torch.manual_seed(cfg.trainer.seed)
-    model = load_model(cfg.model, device, model_path)
+    model = load_model(cfg.model, device, model_path, autocast=resolve_bf16(str(cfg.trainer.bf16), device))
 
     if rollout_sink is None:
         samples = cfg.logging.rollout_samples
@@ -196,6 +196,8 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
         agent=agent,
         rollout_sink=rollout_sink,
         skip_zero_advantage_rows=cfg.trainer.skip_zero_advantage_rows,
+        kv_cache_budget=cfg.generation.kv_cache_budget,
+        max_generate_batch=cfg.generation.max_batch,
     )
     for cb in (PrinterCallback, HFProgress):
         trainer.remove_callback(cb)
@@ -211,13 +213,17 @@ def save_final(run: TrainingRun) -> Path:
 
 
 def _evaluate(run: TrainingRun) -> dict[str, Any]:
+    import torch
+
     from memfactory_cli.workflows.evaluate import evaluate_rows
 
     model = run.trainer.model
     was_training = model.training
     model.eval()
     try:
-        generator = eval_generator(model, run.tokenizer, run.cfg.eval)
+        # the training compute dtype: the model is not (yet) accelerate-prepared, so its forward is not autocast
+        autocast = torch.bfloat16 if run.trainer.args.bf16 else None
+        generator = eval_generator(model, run.tokenizer, run.cfg.eval, run.cfg.generation, autocast=autocast)
         return evaluate_rows(run.agent, run.env, run.eval_rows, generator, batch_questions=run.cfg.eval.batch_size)
     finally:
         model.train(was_training)

@@ -196,7 +196,7 @@ class HFBackend:
             if not tokenizer.chat_template:
                 raise UserError(f"llm_judge: judge model '{self.name_or_path}' has no chat template")
             device = resolve_device(self.device)
-            model = load_model(ModelConfig(name_or_path=path, dtype=self.dtype), device, path).eval()
+            model = load_model(ModelConfig(name_or_path=path, dtype=self.dtype), device, path, inference=True).eval()
             self._generator = HFGenerator(model, tokenizer, SamplingParams(do_sample=False), max_batch=self.batch_size)
         return self._generator
 
