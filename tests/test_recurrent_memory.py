@@ -29,7 +29,7 @@ def test_prompt_from_ids_matches_the_chat_template(tokenizer):
     module = RecurrentMemoryModule(tokenizer, RecurrentMemoryConfig(chunk_size=64))
     q, m, c = module.encode("Who?"), module.encode("No previous memory"), module.encode("Ada lives in Oslo.")
     text = tokenizer.decode(module.update_prompt(q, m, c))
-    messages = update_messages(one_shot=False)
+    messages = update_messages(one_shot=False, template=module.config.template)
     messages[-1]["content"] = fill(messages[-1]["content"], question="Who?", memory="No previous memory", chunk="Ada lives in Oslo.")
     assert text == tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
     assert "<section>\nAda lives in Oslo.\n</section>" in text
@@ -68,3 +68,54 @@ def test_thinking_memory_is_the_text_after_think(tokenizer):
 def test_sizes_must_be_positive(field):
     with pytest.raises(UserError, match=field):
         RecurrentMemoryConfig(**{field: 0})
+
+
+def test_templates_memagent_by_default_and_compact_by_name(tokenizer):
+    from memfactory_cli.errors import UserError
+
+    memagent = RecurrentMemoryModule(tokenizer, RecurrentMemoryConfig())
+    compact = RecurrentMemoryModule(tokenizer, RecurrentMemoryConfig(template="compact"))
+    q, m, c = memagent.encode("Who?"), memagent.encode("x"), memagent.encode("y")
+    assert "retain all relevant details from the previous memory" in tokenizer.decode(memagent.update_prompt(q, m, c))
+    assert "one to three words" not in tokenizer.decode(memagent.final_prompt(q, m))
+    assert "keep only what helps" in tokenizer.decode(compact.update_prompt(q, m, c))
+    import pytest
+
+    with pytest.raises(UserError, match="template must be one of memagent, compact"):
+        RecurrentMemoryConfig(template="short")
+
+
+def _documents(n: int, gold: int) -> tuple[str, list[str]]:
+    docs = [f"Document {i}:\nTitle {i}\nFiller sentence about topic number {i} goes on and on." for i in range(1, n + 1)]
+    docs[gold - 1] = f"Document {gold}:\nOrion Vale\nOrion Vale lives in Zephyrton, a quiet town."
+    return "\n\n".join(docs), docs
+
+
+def test_over_long_contexts_lose_whole_distractor_documents_first(tokenizer):
+    from memfactory_cli.modules.recurrent_memory import cut_documents
+
+    context, docs = _documents(30, gold=17)
+    count = lambda texts: [len(i) for i in tokenizer(texts, add_special_tokens=False)["input_ids"]]  # noqa: E731
+    limit = len(tokenizer(context)["input_ids"]) // 3
+    cut = cut_documents(context, "Where does Orion Vale live?", ["Zephyrton"], limit, count)
+    kept = cut.split("\n\n")
+    assert docs[16] in kept  # the document holding the answer survives
+    assert all(d in docs for d in kept)  # only whole documents, in their order
+    assert [docs.index(d) for d in kept] == sorted(docs.index(d) for d in kept)
+    assert len(tokenizer(cut)["input_ids"]) <= limit + 2 * len(kept)  # joins may add a token each
+    assert cut_documents("no markers here " * 50, "q", ["a"], 5, count) == "no markers here " * 50
+
+
+def test_memagent_cuts_documents_before_centre_truncation(tokenizer):
+    from memfactory_cli.agents.memagent import MemAgent
+
+    context, docs = _documents(40, gold=20)
+    memory = {"chunk_size": 32, "max_chunks": 4, "template": "compact"}
+    row = {"id": "0", "question": "Where does Orion Vale live?", "context": context, "answers": ["Zephyrton"]}
+    read = {}
+    for truncation in ("documents", "centre"):
+        agent = MemAgent(tokenizer, {"memory": {**memory, "truncation": truncation}})
+        chunks = agent.memory.chunks(agent.episodes([row])[0].context_ids)
+        read[truncation] = tokenizer.decode([t for c in chunks for t in c])
+    assert "Zephyrton" in read["documents"]  # the answer's document is read ...
+    assert "Zephyrton" not in read["centre"]  # ... where centre truncation alone cuts it out of the middle

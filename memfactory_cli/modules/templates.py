@@ -10,13 +10,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-# Short on purpose: every memory-update row carries this text twice (one-shot example and real turn), and on the CPU
-# demo the update phase costs time per token.
-UPDATE_INSTRUCTION = (
-    "Read the next section of a document and update your memory: keep only what helps answer the question."
-)
+# Instruction texts by template name (``agent.modules.memory.template``). ``memagent`` is MemAgent's own wording,
+# which MemFactory used as is (MemAgent's quickstart ``TEMPLATE`` / ``TEMPLATE_FINAL``): keep every relevant detail
+# of the previous memory, and no length limit on the answer. ``compact`` is short on purpose for the CPU demo, where
+# every memory-update row carries the instruction twice (one-shot example and real turn) and the update phase costs
+# time per token; its "keep only" and "one to three words" fit the demo's one-relation questions, not HotpotQA.
+INSTRUCTIONS = {
+    "memagent": (
+        "You are presented with a problem, a section of an article that may contain the answer to the problem, and a "
+        "previous memory. Please read the provided section carefully and update the memory with the new information "
+        "that helps to answer the problem. Be sure to retain all relevant details from the previous memory while "
+        "adding any new, useful information.",
+        "You are presented with a problem and a previous memory. Please answer the problem based on the previous "
+        "memory and put the answer in \\boxed{}.",
+    ),
+    "compact": (
+        "Read the next section of a document and update your memory: keep only what helps answer the question.",
+        "Answer the question from your memory in one to three words, inside \\boxed{}.",
+    ),
+}
+TEMPLATES = tuple(INSTRUCTIONS)
+UPDATE_INSTRUCTION, FINAL_INSTRUCTION = INSTRUCTIONS["compact"]
 UPDATE_BODY = "\n\n<problem>\n{question}\n</problem>\n\n<memory>\n{memory}\n</memory>\n\n<section>\n{chunk}\n</section>\n\nUpdated memory:"
-FINAL_INSTRUCTION = "Answer the question from your memory in one to three words, inside \\boxed{}."
 FINAL_BODY = "\n\n<problem>\n{question}\n</problem>\n\n<memory>\n{memory}\n</memory>\n\nYour answer:"
 
 # The one-shot example mirrors the task's form with an answer no real question can have, so copying it never
@@ -37,19 +52,21 @@ def fill(text: str, **slots: str) -> str:
     return text
 
 
-def update_messages(one_shot: bool) -> list[dict[str, str]]:
-    user = {"role": "user", "content": UPDATE_INSTRUCTION + UPDATE_BODY}
+def update_messages(one_shot: bool, template: str) -> list[dict[str, str]]:
+    instruction = INSTRUCTIONS[template][0]
+    user = {"role": "user", "content": instruction + UPDATE_BODY}
     if not one_shot:
         return [user]
-    example = UPDATE_INSTRUCTION + fill(UPDATE_BODY, **EXAMPLE)
+    example = instruction + fill(UPDATE_BODY, **EXAMPLE)
     return [{"role": "user", "content": example}, {"role": "assistant", "content": EXAMPLE["new_memory"]}, user]
 
 
-def final_messages(one_shot: bool) -> list[dict[str, str]]:
-    user = {"role": "user", "content": FINAL_INSTRUCTION + FINAL_BODY}
+def final_messages(one_shot: bool, template: str) -> list[dict[str, str]]:
+    instruction = INSTRUCTIONS[template][1]
+    user = {"role": "user", "content": instruction + FINAL_BODY}
     if not one_shot:
         return [user]
-    example = FINAL_INSTRUCTION + fill(FINAL_BODY, question=EXAMPLE["question"], memory=EXAMPLE["new_memory"])
+    example = instruction + fill(FINAL_BODY, question=EXAMPLE["question"], memory=EXAMPLE["new_memory"])
     return [{"role": "user", "content": example}, {"role": "assistant", "content": EXAMPLE["answer"]}, user]
 
 
