@@ -36,12 +36,17 @@ def train(
 
 @app.command()
 def check(
-    recipe: str = typer.Argument(..., help="Recipe YAML."), overrides: list[str] | None = OVERRIDES, resume: str | None = RESUME
+    recipe: str = typer.Argument(..., help="Recipe YAML."),
+    overrides: list[str] | None = OVERRIDES,
+    resume: str | None = RESUME,
+    gpu_memory: str | None = typer.Option(
+        None, "--gpu-memory", help="Plan GPU memory for a GPU of this size (e.g. 80GiB); default: the detected GPU."
+    ),
 ) -> None:
-    """Find every problem in a recipe without training: names, files, token budgets, batch arithmetic, judge."""
+    """Find every problem in a recipe without training: names, files, token budgets, batch arithmetic, memory plan."""
     from memfactory_cli.workflows import check as workflow
 
-    workflow.run(recipe, overrides or [], resume)
+    workflow.run(recipe, overrides or [], resume, gpu_memory=gpu_memory)
 
 
 @app.command()

@@ -58,6 +58,7 @@ def tiny_overrides(out: Path, **extra: str) -> list[str]:
         "agent.modules.memory.max_memory_tokens": "8",
         "agent.modules.memory.max_chunks": "3",
         "agent.modules.memory.max_answer_tokens": "8",
+        "agent.modules.memory.template": "compact",
         "data.synth.n_train": "16",
         "data.synth.n_eval": "4",
         "data.synth.filler_sentences": "4",
@@ -89,3 +90,30 @@ def run_cli(*args: str) -> int:
     finally:
         sys.argv = argv
     return 0
+
+
+@pytest.fixture()
+def fake_hub(tmp_path, monkeypatch, bpe_model_dir):
+    """A Hugging Face cache holding the GPU recipes' models as config + the real Qwen3 tokenizer, no weights.
+
+    Enough for ``memfactory check`` and the memory planner, which never load weights.
+    """
+    import json
+    import shutil
+
+    import huggingface_hub.constants
+
+    configs = json.loads((ROOT / "tests" / "fixtures" / "qwen3_configs.json").read_text())
+    hub = tmp_path / "hub"
+    for model_id, config in configs.items():
+        repo = hub / f"models--{model_id.replace('/', '--')}"
+        snapshot = repo / "snapshots" / ("0" * 40)
+        snapshot.mkdir(parents=True)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text("0" * 40)
+        (snapshot / "config.json").write_text(json.dumps(config))
+        for f in Path(bpe_model_dir).iterdir():
+            if f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "vocab.json", "merges.txt", "chat_template.jinja"):
+                shutil.copy(f, snapshot / f.name)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+    return hub

@@ -241,3 +241,46 @@ def test_training_generation_is_cut_to_the_kv_budget_with_the_same_tokens(tmp_pa
     assert TrainerGenerator(trainer).generate(prompts, 6) == unbounded
     assert len(calls) > 1 and sum(len(c) for c in calls) == 4
     assert all(len(c) * (max(c) + 6) * per_token <= budget for c in calls)
+
+
+def test_each_micro_batch_is_trimmed_to_its_own_widths_with_the_same_loss_and_gradient(tmp_path):
+    """TRL pads every micro-batch to the step's widest row; MemGRPOTrainer trims each to its own real columns."""
+    run = _build(
+        tmp_path,
+        **{
+            "trainer.num_generations": "2",
+            "trainer.questions_per_step": "2",
+            "trainer.gradient_accumulation_steps": "4",
+            "trainer.skip_zero_advantage_rows": "false",
+            "agent.modules.memory.max_memory_tokens": "24",  # memory rows wider than answer rows
+        },
+    )
+    trainer = run.trainer
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = trainer.args.gradient_accumulation_steps  # set by train()
+    s = trainer.args.steps_per_generation
+    batch = [dict(trainer.train_dataset[i]) for i in (0, 0, 1, 1)]
+    trimmed = []
+    for step in range(s):
+        trainer._step = step
+        trimmed.append(trainer._prepare_inputs(batch))
+    full = trainer._buffered_inputs
+    narrower = 0
+    for small, big in zip(trimmed, full):
+        prompt_real = small["prompt_mask"].sum(1).max()
+        completion_real = small["completion_mask"].sum(1).max()
+        assert small["prompt_ids"].size(1) == prompt_real  # exactly its own widest prompt ...
+        assert small["completion_ids"].size(1) == max(int(completion_real), 1)  # ... and completion
+        narrower += small["prompt_ids"].size(1) + small["completion_ids"].size(1) < big["prompt_ids"].size(1) + big["completion_ids"].size(1)
+        losses, grads = [], []
+        for inputs in (big, small):
+            trainer.model.zero_grad()
+            loss = trainer.compute_loss(trainer.model, inputs)
+            loss.backward()
+            losses.append(loss.detach())
+            grads.append({n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None})
+        assert torch.allclose(losses[0], losses[1], atol=1e-6, rtol=1e-5)
+        assert grads[0].keys() == grads[1].keys()
+        for name in grads[0]:
+            assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4), name
+    assert narrower > 0  # some micro-batch really was padded wider than it needed

@@ -50,18 +50,26 @@ class MemAgent:
     def max_completion_tokens(self) -> int:
         return max(self.memory.config.max_memory_tokens, self.memory.config.max_answer_tokens)
 
-    def check_budget(self, model_max_len: int, question_tokens: int = 0) -> list[str]:
-        """Problems with the token budgets: each turn's prompt plus its completion must fit the model's context."""
+    def _turn_parts(self, question_tokens: int) -> dict[str, tuple[dict[str, int], dict[str, int]]]:
+        """Per turn kind: (prompt parts, completion parts) in tokens, at their budgets."""
         m, c = self.memory, self.memory.config
         memory = max(c.max_memory_tokens, len(m.initial_memory))
-        update = {"chunk": c.chunk_size, "memory": memory, "new memory": c.max_memory_tokens}
-        turns = {
-            "an update turn": (m.update_template.literal_tokens, update),
-            "the answer turn": (m.final_template.literal_tokens, {"memory": memory, "answer": c.max_answer_tokens}),
+        head = {"question": question_tokens, "memory": memory}
+        return {
+            "an update turn": ({"template": m.update_template.literal_tokens, **head, "chunk": c.chunk_size}, {"new memory": c.max_memory_tokens}),
+            "the answer turn": ({"template": m.final_template.literal_tokens, **head}, {"answer": c.max_answer_tokens}),
         }
+
+    def row_shapes(self, question_tokens: int = 0) -> dict[str, tuple[int, int]]:
+        """(prompt tokens, completion tokens) of each turn kind at its budgets: the widest rows the planner sizes."""
+        parts = self._turn_parts(question_tokens)
+        return {turn: (sum(p.values()), sum(c.values())) for turn, (p, c) in parts.items()}
+
+    def check_budget(self, model_max_len: int, question_tokens: int = 0) -> list[str]:
+        """Problems with the token budgets: each turn's prompt plus its completion must fit the model's context."""
         problems = []
-        for turn, (template, parts) in turns.items():
-            parts = {"template": template, "question": question_tokens, **parts}
+        for turn, (prompt, completion) in self._turn_parts(question_tokens).items():
+            parts = {**prompt, **completion}
             total = sum(parts.values())
             if total > model_max_len:
                 detail = " + ".join(f"{name} {n}" for name, n in parts.items() if n)
@@ -70,6 +78,11 @@ class MemAgent:
                     f"{model_max_len}; lower chunk_size, max_memory_tokens or max_answer_tokens"
                 )
         return problems
+
+    @property
+    def max_rows_per_trajectory(self) -> int:
+        """One row per chunk (at most max_chunks) plus the answer: what the memory planner sizes micro-batches for."""
+        return self.memory.config.max_chunks + 1
 
     def expected_rows(self, episode: Episode) -> int:
         """Training rows one trajectory of ``episode`` gives: one per chunk plus the answer."""
@@ -84,7 +97,13 @@ class MemAgent:
             return []
         enc = self.tokenizer([r["question"] for r in rows] + [r["context"] for r in rows], add_special_tokens=False)
         ids = enc["input_ids"]
-        return [Episode(row, ids[i], ids[len(rows) + i]) for i, row in enumerate(rows)]
+        contexts = ids[len(rows) :]
+        for i, row in enumerate(rows):  # only over-long documents are re-tokenised, after a document-level cut
+            if len(contexts[i]) > self.memory.context_limit:
+                fitted = self.memory.fit_context(row["context"], row["question"], list(row.get("answers") or []))
+                if fitted is not None:
+                    contexts[i] = self.memory.encode(fitted)
+        return [Episode(row, ids[i], contexts[i]) for i, row in enumerate(rows)]
 
     def rollout(self, episodes: list[Episode], generator: Generator) -> list[Trajectory]:
         m = self.memory

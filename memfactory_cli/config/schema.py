@@ -107,8 +107,27 @@ class TrainerConfig:
     max_grad_norm: float = _help("Gradient clipping norm.", 1.0)
     beta: float = _help("KL coefficient against the reference model (0 = no reference model).", 0.0)
     epsilon: float = _help("PPO clip range.", 0.2)
-    num_iterations: int = _help("Optimisation passes per generation (mu).", 1)
+    num_iterations: int = _help(
+        "Optimisation passes per generation (mu). With mu = 1 and steps_per_generation = gradient_accumulation_steps "
+        "the PPO ratio is exactly 1 (on-policy): the clip acts only from the second pass or step of one generation.",
+        1,
+    )
+    steps_per_generation: int = _help(
+        "Micro-batches one generation is split into (0 = gradient_accumulation_steps). A multiple k of "
+        "gradient_accumulation_steps makes each rollout serve k optimizer steps (MemAgent: 16 mini-batch updates per "
+        "rollout), so questions_per_step x k questions are rolled out at once and the ratio leaves 1 after the first.",
+        0,
+    )
     loss_type: str = _help("TRL loss aggregation; dapo = token-mean over all rows of the step.", "dapo")
+    optim: str = _help(
+        "Optimizer (transformers name): adamw_torch | adamw_torch_fused | adamw_8bit | paged_adamw_8bit (the 8-bit ones "
+        "need bitsandbytes; 2 B of state per parameter instead of 8).",
+        "adamw_torch",
+    )
+    reference_dtype: str = _help(
+        "beta > 0: dtype of the reference model: auto (the compute dtype, bf16 under bf16 autocast) | float32 | bfloat16.",
+        "auto",
+    )
     scale_rewards: str = _help("Advantage scaling: group (divide by group std) | batch | none (MemAgent).", "group")
     skip_zero_advantage_rows: bool = _help(
         "Skip the forward/backward of rows with advantage 0 where that leaves the gradient unchanged (beta 0, loss_type "

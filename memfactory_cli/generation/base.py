@@ -36,8 +36,8 @@ AUTO_KV_SHARE = 0.6  # of the GPU memory free when a generate call starts; the r
 def kv_budget_bytes(setting: int | str | None, device: Any) -> int | None:
     """A generate batch's KV-cache budget in bytes, or None (unbounded).
 
-    ``auto``: a share of the memory free on the model's GPU when the call starts (so the budget follows whatever
-    training holds at that moment); unbounded on CPU. A size (``24GiB``) is used as given; ``none`` is unbounded.
+    ``auto``: a share of the memory free on the model's GPU when the call starts, counting the blocks PyTorch's
+    allocator holds unused (so the budget follows whatever training holds at that moment); unbounded on CPU. A size (``24GiB``) is used as given; ``none`` is unbounded.
     """
     from memfactory_cli.models.footprint import parse_bytes
 
@@ -50,7 +50,8 @@ def kv_budget_bytes(setting: int | str | None, device: Any) -> int | None:
     import torch
 
     free, _ = torch.cuda.mem_get_info(device)
-    return int(free * AUTO_KV_SHARE)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # the allocator's reusable blocks
+    return int((free + cached) * AUTO_KV_SHARE)
 
 
 def bounded_batches(

@@ -206,6 +206,34 @@ def _widen(t: torch.Tensor, width: int, value: float, side: str) -> torch.Tensor
     return torch.cat([fill, t] if side == "left" else [t, fill], dim=1)
 
 
+def trim_padding(batch: dict[str, Any]) -> dict[str, Any]:
+    """One micro-batch cut to its own widths: prompt columns no row uses (left), completion columns no row scores
+    (right).
+
+    TRL pads every row of a generation batch to the batch-wide widest prompt and completion, and its split into
+    micro-batches slices rows only, so each micro-batch computed the step's widest shape (a 0.5k-token answer row
+    beside 4.7k-token memory rows). A column that is padding in every row changes nothing: trailing completion
+    columns come after every scored token (causal attention), and leading prompt columns are masked keys; dropping
+    them only shifts absolute positions, which rotary attention does not see (equal up to rounding).
+    """
+    prompt_cols = batch["prompt_mask"].any(0).nonzero()
+    completion_cols = (batch["completion_mask"] != 0).any(0).nonzero()
+    start = int(prompt_cols[0]) if prompt_cols.numel() else batch["prompt_mask"].size(1) - 1
+    end = int(completion_cols[-1]) + 1 if completion_cols.numel() else 1
+    prompt_width, completion_width = batch["prompt_mask"].size(1), batch["completion_mask"].size(1)
+    out = dict(batch)
+    for key, value in batch.items():
+        if not isinstance(value, torch.Tensor) or value.dim() != 2:
+            continue
+        if key.startswith("prompt") and value.size(1) == prompt_width:
+            out[key] = value[:, start:]
+        elif value.size(1) == completion_width and (
+            key.startswith("completion") or key.endswith("per_token_logps") or key in ("tool_mask", "importance_sampling_ratio")
+        ):
+            out[key] = value[:, :end]
+    return out
+
+
 def _select_rows(out: dict[str, Any], keep: torch.Tensor) -> None:
     """Keep the rows where ``keep`` is true in every per-row tensor of ``out`` (at least one row survives)."""
     n = keep.numel()
@@ -274,6 +302,10 @@ class MemGRPOTrainer(GRPOTrainer):
             traj.rewards = {n: (None if torch.isnan(v) else float(v)) for n, v in zip(self.reward_func_names, row)}
             traj.reward = None if torch.isnan(row).all() else float((row * weights.cpu()).nansum())
         return rewards
+
+    def _prepare_inputs(self, generation_batch: Any) -> dict[str, Any]:
+        """TRL's micro-batch, trimmed to its own widths (:func:`trim_padding`)."""
+        return trim_padding(super()._prepare_inputs(generation_batch))
 
     # -- rows -------------------------------------------------------------------------------------------------
     def _memory_logps(self, which: str, ids: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:

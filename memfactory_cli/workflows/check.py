@@ -37,6 +37,10 @@ class CheckReport:
     facts: dict[str, str] = field(default_factory=dict)
     cfg: RecipeConfig | None = None
     checkpoint: Path | None = None  # train: where training resumes from
+    plan: Any = None  # train on a GPU (or --gpu-memory): the memory plan (workflows/planner.py)
+    model_path: str | None = None
+    question_tokens: int = 0
+    rows_per_trajectory: float = 1.0
 
     def attempt(self, check: Callable[..., Any], *args: Any, where: str = "") -> Any:
         """Run one check; a ``UserError`` becomes a problem (prefixed with ``where``) and None is returned."""
@@ -186,6 +190,7 @@ def _model_problems(report: CheckReport, cfg: RecipeConfig, name: str, rows: lis
     described = f"{name} (context {context or 'unknown'})"
     report.facts["model"] = f"{report.facts['model']}, {described}" if "model" in report.facts else described
     questions = [len(q) for q in tokenizer([r["question"] for r in rows], add_special_tokens=False)["input_ids"]] if rows else [0]
+    report.model_path, report.question_tokens = path, max(questions)
     hook = getattr(agent, "check_budget", None)
     if hook is not None and context is not None:
         kwargs = {"question_tokens": max(questions)} if "question_tokens" in inspect.signature(hook).parameters else {}
@@ -202,6 +207,7 @@ def _rows_estimate(report: CheckReport, cfg: RecipeConfig, agent: Any, rows: lis
         counts = [hook(e) for e in agent.episodes(sample)]
         per_trajectory, how = sum(counts) / len(counts), "about"
     t = cfg.trainer
+    report.rows_per_trajectory = per_trajectory
     total = t.questions_per_step * t.num_generations * per_trajectory
     report.facts["rows per step"] = (
         f"{how} {total:.0f} ({t.questions_per_step} x {t.num_generations} trajectories x {per_trajectory:.1f} rows"
@@ -209,11 +215,47 @@ def _rows_estimate(report: CheckReport, cfg: RecipeConfig, agent: Any, rows: lis
     )
 
 
+def _memory_plan(report: CheckReport, cfg: RecipeConfig, agent: Any, gpu_memory: int | None) -> None:
+    """The planner's phases against the GPU; a phase that cannot fit is a problem naming what to change."""
+    from transformers import AutoConfig
+
+    from memfactory_cli.workflows import planner
+    from memfactory_cli.workflows.train import agent_training_loop, resolve_bf16
+
+    gpu = gpu_memory if gpu_memory is not None else planner.detected_gpu_memory()
+    if gpu is None:
+        return
+    bf16 = cfg.trainer.bf16 in ("true", "True", True) or (cfg.trainer.bf16 == "auto" and (gpu_memory is not None or resolve_bf16("auto", "cuda")))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    run = planner.run_shape(cfg, agent, report.rows_per_trajectory, report.question_tokens, world)
+    trains_llm = agent_training_loop(cfg) is None
+    import torch
+
+    from memfactory_cli.models.loading import flash_attn_usable
+
+    elsewhere = gpu_memory is not None and not torch.cuda.is_available()  # planning for a GPU on another host
+    report.plan = planner.plan(
+        cfg, AutoConfig.from_pretrained(report.model_path), gpu, run, bf16, trains_llm,
+        attention=cfg.model.attn_implementation, assume_flash=elsewhere or flash_attn_usable(),
+    )
+    if problem := report.plan.problem():
+        report.problems.append(problem)
+
+
 # -- the check ---------------------------------------------------------------------------------------------------
 def run_checks(
-    cfg: RecipeConfig, mode: str = "train", resume: str | None = None, models: list[str] | None = None, strict: bool = True
+    cfg: RecipeConfig,
+    mode: str = "train",
+    resume: str | None = None,
+    models: list[str] | None = None,
+    strict: bool = True,
+    gpu_memory: int | None = None,
 ) -> CheckReport:
-    """Every check for ``mode`` (train | eval | all); raises one ``UserError`` listing all problems when ``strict``."""
+    """Every check for ``mode`` (train | eval | all); raises one ``UserError`` listing all problems when ``strict``.
+
+    ``gpu_memory``: plan for a GPU of that many bytes (the recipe is checked as if on CUDA); otherwise a run that
+    resolves to CUDA is planned against the detected GPU.
+    """
     from memfactory_cli.models.loading import _dtype, resolve_device
     from memfactory_cli.workflows.resume import resume_problems
     from memfactory_cli.workflows.train import resolve_bf16
@@ -222,7 +264,7 @@ def run_checks(
         raise ValueError(mode)
     report = CheckReport(cfg=cfg)
     training = mode in ("train", "all")
-    device = report.attempt(resolve_device, cfg.trainer.device)
+    device = "cuda" if gpu_memory is not None and cfg.trainer.device != "cpu" else report.attempt(resolve_device, cfg.trainer.device)
     report.attempt(_dtype, cfg.model.dtype)
     if device is not None:
         report.attempt(resolve_bf16, str(cfg.trainer.bf16), device)
@@ -255,6 +297,8 @@ def run_checks(
         agent = _model_problems(report, cfg, name, rows) or agent
     if training and agent is not None and not report.problems:
         _rows_estimate(report, cfg, agent, rows)
+    if training and agent is not None and device == "cuda" and report.model_path is not None:
+        report.attempt(_memory_plan, report, cfg, agent, gpu_memory)
     if strict:
         report.raise_if_problems()
     return report
@@ -272,16 +316,23 @@ def load_problems(recipe: str | None, overrides: list[str]) -> tuple[RecipeConfi
         return None, [str(exc)]
 
 
-def run(recipe: str, overrides: list[str], resume: str | None = None, mode: str = "all") -> CheckReport:
-    """``memfactory check``: print the resolved recipe and what was resolved, then every problem (exit 2)."""
+def run(
+    recipe: str, overrides: list[str], resume: str | None = None, mode: str = "all", gpu_memory: str | None = None
+) -> CheckReport:
+    """``memfactory check``: print the resolved recipe, what was resolved and the memory plan, then every problem."""
+    from memfactory_cli.models.footprint import parse_bytes
+
+    gpu = parse_bytes(gpu_memory, "--gpu-memory") if gpu_memory is not None else None
     cfg, problems = load_problems(recipe, overrides)
     report = CheckReport(problems=problems, cfg=cfg)
     if cfg is not None:
-        report = run_checks(cfg, mode, resume=resume, strict=False)
+        report = run_checks(cfg, mode, resume=resume, strict=False, gpu_memory=gpu)
         print(to_yaml(cfg).rstrip())
         print("---")
         for key, value in report.facts.items():
             print(f"{key}: {value}")
+        if report.plan is not None:
+            print(report.plan.render())
     if report.problems:
         raise UserError("\n".join(report.problems))  # the CLI prints one line per problem
     print("check ok: no problems found")

@@ -19,6 +19,7 @@ from memfactory_cli.rewards import build_reward_funcs
 from memfactory_cli.workflows import launch
 from memfactory_cli.workflows.backend import generation_fields
 from memfactory_cli.workflows.common import build_agent, build_env, eval_generator
+from memfactory_cli.workflows.planner import reference_dtype
 from memfactory_cli.workflows.resume import prepare_run_dir
 
 
@@ -37,7 +38,13 @@ def batch_layout(cfg: RecipeConfig, world_size: int = 1) -> dict[str, int]:
             f"questions_per_step x num_generations = {slots} trajectories must split evenly over "
             f"{world_size} process(es) x {t.gradient_accumulation_steps} accumulation steps"
         )
-    return {"per_device_train_batch_size": per_device, "slots": slots}
+    s = t.steps_per_generation
+    if s < 0 or (s and s % t.gradient_accumulation_steps):
+        raise UserError(
+            f"trainer.steps_per_generation={s} must be 0 (= gradient_accumulation_steps) or a multiple of "
+            f"gradient_accumulation_steps={t.gradient_accumulation_steps}"
+        )
+    return {"per_device_train_batch_size": per_device, "slots": slots, "steps_per_generation": s or t.gradient_accumulation_steps}
 
 
 def resolve_bf16(setting: str, device: str) -> bool:
@@ -75,6 +82,10 @@ def grpo_args(cfg: RecipeConfig, run_dir: Path, device: str, max_answer_tokens: 
         beta=t.beta,
         epsilon=t.epsilon,
         num_iterations=t.num_iterations,
+        steps_per_generation=layout["steps_per_generation"],
+        optim=t.optim,
+        # TRL builds the reference like the policy (fp32 here) unless told: planner.reference_dtype
+        model_init_kwargs={"dtype": reference_dtype(cfg, resolve_bf16(str(t.bf16), device))} if t.beta else None,
         loss_type=t.loss_type,
         scale_rewards=t.scale_rewards,
         temperature=g.temperature,
