@@ -3,6 +3,7 @@
 The vLLM path itself needs CUDA and vllm, so it is not run here (docs/scaling.md); what decides it is.
 """
 
+from contextlib import nullcontext
 from types import SimpleNamespace
 
 import pytest
@@ -82,7 +83,10 @@ class FakeTrainer:
         self.generation_config = SimpleNamespace(max_new_tokens=256)
         self._tokenizer = SimpleNamespace(pad_token_id=0)
         self.others = list(others)
-        self.accelerator = SimpleNamespace(num_processes=world, device="cpu", gather=self._gather, unwrap_model=lambda m: m)
+        self.accelerator = SimpleNamespace(
+            num_processes=world, device="cpu", gather=self._gather, unwrap_model=lambda m: m, autocast=nullcontext
+        )
+        self.kv_cache_budget, self.max_generate_batch = "auto", 0  # unbounded on CPU: one call per turn
         self.use_transformers_continuous_batching = self.is_deepspeed_enabled = self.is_fsdp_enabled = False
         self.model_wrapped = FakeModel()
         self.calls = []

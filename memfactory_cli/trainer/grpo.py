@@ -175,8 +175,9 @@ class TrainerGenerator:
         if trainer.use_vllm:
             return [list(range(len(prompts)))]
         budget = kv_budget_bytes(trainer.kv_cache_budget, trainer.accelerator.device)
-        compute = torch.bfloat16 if trainer.args.bf16 else None
-        per_token = model_kv_bytes_per_token(model, compute)
+        if budget is None and not trainer.max_generate_batch:
+            return [list(range(len(prompts)))]
+        per_token = model_kv_bytes_per_token(model, torch.bfloat16 if trainer.args.bf16 else None)
         batches = bounded_batches([len(p) for p in prompts], max_new_tokens, per_token, budget, trainer.max_generate_batch)
         if self.world == 1:
             return batches
