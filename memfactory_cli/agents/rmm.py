@@ -161,6 +161,10 @@ class RMMAgent(BaseAgent):
                 self._reranker.load(self.config.reranker_weights)
         return self._reranker
 
+    def finish_learning(self) -> None:
+        """Step the reranker on a partial last batch, so no gradient is dropped."""
+        self.reranker.step()
+
     def save(self, folder: Path) -> Path:
         path = folder / WEIGHTS_FILE
         self.reranker.save(path)
