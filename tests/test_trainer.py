@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from memfactory_cli.config import load_recipe
+from memfactory_cli.trainer.config import batch_layout
 from memfactory_cli.workflows import train
 from tests.conftest import tiny_overrides
 
@@ -120,7 +121,7 @@ def test_batch_arithmetic_errors(override, match):
 
     cfg = load_recipe(None, ["trainer.gradient_accumulation_steps=2", "trainer.num_generations=3", override])
     with pytest.raises(UserError, match=match):
-        train.batch_layout(cfg)
+        batch_layout(cfg)
 
 
 def test_kl_and_several_iterations_cover_memory_rows(tmp_path):
@@ -230,13 +231,13 @@ def test_training_generation_is_cut_to_the_kv_budget_with_the_same_tokens(tmp_pa
     memory = run.agent.memory
     prompts = [memory.update_prompt(e.question_ids, memory.initial_memory, memory.chunks(e.context_ids)[0]) for e in episodes]
     prompts[1] = prompts[1][:20]  # lengths differ, so batches differ in width
-    trainer.kv_cache_budget = "none"
+    trainer.args.kv_cache_budget = "none"
     unbounded = TrainerGenerator(trainer).generate(prompts, 6)
     assert [len(c) for c in calls] == [4]
     model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
     per_token = model_kv_bytes_per_token(model, torch.bfloat16 if trainer.args.bf16 else None)
     budget = per_token * (max(len(p) for p in prompts) + 6) * 2
-    trainer.kv_cache_budget = str(budget)
+    trainer.args.kv_cache_budget = str(budget)
     calls.clear()
     assert TrainerGenerator(trainer).generate(prompts, 6) == unbounded
     assert len(calls) > 1 and sum(len(c) for c in calls) == 4

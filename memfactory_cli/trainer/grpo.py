@@ -174,11 +174,11 @@ class TrainerGenerator:
         trainer = self.trainer
         if trainer.use_vllm:
             return [list(range(len(prompts)))]
-        budget = kv_budget_bytes(trainer.kv_cache_budget, trainer.accelerator.device)
-        if budget is None and not trainer.max_generate_batch:
+        budget = kv_budget_bytes(trainer.args.kv_cache_budget, trainer.accelerator.device)
+        if budget is None and not trainer.args.max_generate_batch:
             return [list(range(len(prompts)))]
         per_token = model_kv_bytes_per_token(model, torch.bfloat16 if trainer.args.bf16 else None)
-        batches = bounded_batches([len(p) for p in prompts], max_new_tokens, per_token, budget, trainer.max_generate_batch)
+        batches = bounded_batches([len(p) for p in prompts], max_new_tokens, per_token, budget, trainer.args.max_generate_batch)
         if self.world == 1:
             return batches
         local = torch.tensor([len(batches[0])], device=trainer.accelerator.device)
@@ -247,20 +247,8 @@ def _select_rows(out: dict[str, Any], keep: torch.Tensor) -> None:
 
 
 class MemGRPOTrainer(GRPOTrainer):
-    def __init__(
-        self,
-        *args: Any,
-        agent: Any,
-        rollout_sink: Any,
-        skip_zero_advantage_rows: bool = True,
-        kv_cache_budget: str = "auto",
-        max_generate_batch: int = 0,
-        **kwargs: Any,
-    ):
+    def __init__(self, *args: Any, agent: Any, rollout_sink: Any, **kwargs: Any):
         self.agent = agent
-        self.kv_cache_budget = kv_cache_budget  # generation.kv_cache_budget / max_batch: see TrainerGenerator._batches
-        self.max_generate_batch = max_generate_batch
-        self.skip_zero_advantage_rows = skip_zero_advantage_rows
         self.rollout_sink = rollout_sink
         self._batch_inputs: list[dict[str, Any]] = []
         self._trajectories: list[Trajectory] = []
@@ -320,7 +308,7 @@ class MemGRPOTrainer(GRPOTrainer):
                 return self._get_per_token_logps_and_entropies(self.model, ids, mask, keep, batch_size=batch)[0]
 
     def _expand_rows(self, out: dict[str, Any]) -> dict[str, Any]:
-        if "importance_sampling_ratio" in out or "sampling_per_token_logps" in out:  # workflows/backend.py turns it off
+        if "importance_sampling_ratio" in out or "sampling_per_token_logps" in out:  # trainer/config.py turns it off
             raise NotImplementedError("vLLM importance-sampling correction is not supported for memory rows")
         device = out["prompt_ids"].device
         pad_id = self._tokenizer.pad_token_id
@@ -375,7 +363,7 @@ class MemGRPOTrainer(GRPOTrainer):
         agree (all right or all wrong), so this removes most of the update phase.
         """
         return (
-            self.skip_zero_advantage_rows
+            self.args.skip_zero_advantage_rows  # MemGRPOConfig
             and self.beta == 0.0
             and self.loss_type in ("dapo", "cispo")
             and self.top_entropy_quantile == 1.0
@@ -415,13 +403,13 @@ class MemGRPOTrainer(GRPOTrainer):
         metrics["trajectories"].append(slots)
         metrics["turns/mean"].append(turns / max(slots, 1))
         metrics["memory/within_budget"].append(within / max(slots, 1))
-        agent_metrics = getattr(self.agent, "rollout_metrics", None)
-        if agent_metrics is not None:  # agent-specific means (e.g. operation rates), averaged over processes
-            names, values = zip(*sorted(agent_metrics(trajs).items())) if trajs else ((), ())
-            if names:
-                gathered = self.accelerator.gather(torch.tensor(values, dtype=torch.float64, device=device))
-                for name, value in zip(names, gathered.view(-1, len(names)).mean(0).tolist()):
-                    metrics[name].append(value)
+        # agent-specific means (e.g. operation rates), averaged over processes
+        agent_metrics = sorted(self.agent.rollout_metrics(trajs).items()) if trajs else []
+        if agent_metrics:
+            names, values = zip(*agent_metrics)
+            gathered = self.accelerator.gather(torch.tensor(values, dtype=torch.float64, device=device))
+            for name, value in zip(names, gathered.view(-1, len(names)).mean(0).tolist()):
+                metrics[name].append(value)
         for phase in PHASES:
             metrics[f"time/{phase}_s"].append(self._phase_seconds[phase])
             self._phase_seconds[phase] = 0.0

@@ -26,6 +26,7 @@ from typing import Any
 
 from memfactory_cli.config.schema import RecipeConfig
 from memfactory_cli.models.footprint import dtype_bytes, format_bytes, head_dim, kv_bytes_per_token, text_config
+from memfactory_cli.trainer.config import reference_dtype
 
 CUDA_CONTEXT = 1 << 30  # CUDA context, cuBLAS workspaces and allocator slack, per process
 ASSUMED_PROMPT_TOKENS = 4096  # an agent that declares no row shapes (no ``row_shapes`` hook)
@@ -307,14 +308,6 @@ def plan(
             f"{format_bytes(sum(update.values()) - sum(parts.values()) + sum(other.values()))}"
         )
     return MemoryPlan(gpu_bytes, phases, notes)
-
-
-def reference_dtype(cfg: RecipeConfig, bf16: bool) -> str:
-    """trainer.reference_dtype: auto -> the compute dtype (bf16 under bf16 autocast), else as given."""
-    name = cfg.trainer.reference_dtype
-    if name != "auto":
-        return name
-    return "bfloat16" if bf16 else (cfg.model.dtype if cfg.model.dtype != "auto" else "bfloat16")
 
 
 def _budget(setting: str, free: float) -> float | None:

@@ -1,142 +1,36 @@
-"""``memfactory train``: recipe -> model, agent, env, rewards -> MemGRPOTrainer -> run directory."""
+"""``memfactory train``: recipe -> model, agent, env, rewards -> the agent's learner -> run directory.
+
+The learner is what the agent declares (``BaseAgent.learner_for``): ``grpo`` trains the LLM with ``MemGRPOTrainer``
+(``trainer/grpo.py``, settings from ``trainer/config.py``), ``reinforce`` trains the agent's own weights with the LLM
+frozen (``trainer/reinforce.py``). Both are wrapped by the same held-out evaluation before and after.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memfactory_cli.config import RecipeConfig, load_recipe
+from memfactory_cli.config import RecipeConfig, load_recipe, to_container
 from memfactory_cli.errors import Interrupted, UserError
 from memfactory_cli.io import atomic_write_text, ensure_writable_dir
 from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
 from memfactory_cli.registry import registry
 from memfactory_cli.rewards import build_reward_funcs
+from memfactory_cli.trainer.config import (
+    batch_layout,
+    generation_fields,
+    grpo_args,
+    peft_config,
+    resolve_bf16,
+    world_size,
+)
 from memfactory_cli.workflows import launch
-from memfactory_cli.workflows.backend import generation_fields
 from memfactory_cli.workflows.common import build_agent, build_env, eval_generator
-from memfactory_cli.workflows.planner import reference_dtype
 from memfactory_cli.workflows.resume import prepare_run_dir
-
-
-def batch_layout(cfg: RecipeConfig, world_size: int = 1) -> dict[str, int]:
-    """Questions x G per step, split over processes and micro-batches; every mismatch is a clear error."""
-    t = cfg.trainer
-    for name in ("max_steps", "questions_per_step", "gradient_accumulation_steps"):
-        if getattr(t, name) <= 0:
-            raise UserError(f"trainer.{name} must be positive, got {getattr(t, name)}")
-    if t.num_generations < 2:
-        raise UserError(f"trainer.num_generations must be >= 2 for group advantages, got {t.num_generations}")
-    slots = t.questions_per_step * t.num_generations
-    per_device, rest = divmod(slots, world_size * t.gradient_accumulation_steps)
-    if rest or per_device == 0:
-        raise UserError(
-            f"questions_per_step x num_generations = {slots} trajectories must split evenly over "
-            f"{world_size} process(es) x {t.gradient_accumulation_steps} accumulation steps"
-        )
-    s = t.steps_per_generation
-    if s < 0 or (s and s % t.gradient_accumulation_steps):
-        raise UserError(
-            f"trainer.steps_per_generation={s} must be 0 (= gradient_accumulation_steps) or a multiple of "
-            f"gradient_accumulation_steps={t.gradient_accumulation_steps}"
-        )
-    return {"per_device_train_batch_size": per_device, "slots": slots, "steps_per_generation": s or t.gradient_accumulation_steps}
-
-
-def resolve_bf16(setting: str, device: str) -> bool:
-    import torch
-
-    if setting in ("true", "True", True):
-        return True
-    if setting in ("false", "False", False):
-        return False
-    if setting != "auto":
-        raise UserError(f"trainer.bf16 must be auto, true or false, not '{setting}'")
-    if device == "cuda":
-        return torch.cuda.is_bf16_supported()
-    # bf16 autocast only pays on CPUs with native bf16 (avx512_bf16 / AMX); elsewhere it is slower than fp32.
-    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
-
-
-def grpo_args(cfg: RecipeConfig, run_dir: Path, device: str, max_answer_tokens: int, reward_weights: list[float]):
-    from trl import GRPOConfig
-
-    t, g = cfg.trainer, cfg.generation
-    layout = batch_layout(cfg, int(os.environ.get("WORLD_SIZE", "1")))
-    return GRPOConfig(
-        output_dir=str(run_dir),
-        per_device_train_batch_size=layout["per_device_train_batch_size"],
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        num_generations=t.num_generations,
-        max_completion_length=max_answer_tokens,
-        max_steps=t.max_steps,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler_type,
-        warmup_steps=t.warmup_steps,
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        beta=t.beta,
-        epsilon=t.epsilon,
-        num_iterations=t.num_iterations,
-        steps_per_generation=layout["steps_per_generation"],
-        optim=t.optim,
-        # TRL builds the reference like the policy (fp32 here) unless told: planner.reference_dtype
-        model_init_kwargs={"dtype": reference_dtype(cfg, resolve_bf16(str(t.bf16), device))} if t.beta else None,
-        loss_type=t.loss_type,
-        scale_rewards=t.scale_rewards,
-        temperature=g.temperature,
-        top_p=g.top_p,
-        top_k=g.top_k,
-        seed=t.seed,
-        use_cpu=device == "cpu",
-        bf16=resolve_bf16(str(t.bf16), device),
-        activation_checkpointing=t.gradient_checkpointing,
-        logging_steps=t.logging_steps,
-        save_strategy="steps" if t.save_steps > 0 else "no",
-        save_steps=max(t.save_steps, 1),
-        save_total_limit=cfg.output.keep_last or None,
-        report_to="none",
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        log_completions=False,
-        reward_weights=reward_weights,
-        **generation_fields(g, device),
-    )
-
-
-def peft_config(cfg: RecipeConfig):
-    if not cfg.model.lora.enabled:
-        return None
-    from peft import LoraConfig
-
-    lora = cfg.model.lora
-    return LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules), task_type="CAUSAL_LM"
-    )
-
-
-def _eval_table(before: dict[str, Any], after: dict[str, Any], deltas: dict[str, Any]) -> str:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"held-out, n={before['n']}, greedy")
-    for col in ("metric", "before", "after", "Δ (paired)"):
-        table.add_column(col)
-    for m, b in before["metrics"].items():
-        a, d = after["metrics"][m], deltas[m]
-        table.add_row(
-            m, f"{b['mean']:.3f} ± {b['stderr']:.3f}", f"{a['mean']:.3f} ± {a['stderr']:.3f}", f"{d['mean']:+.3f} ± {d['stderr']:.3f}"
-        )
-    console = Console()
-    console.print(table)
-    with console.capture() as cap:
-        console.print(table)
-    return cap.get()
 
 
 @dataclass
@@ -169,7 +63,7 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
     from memfactory_cli.trainer.grpo import MemGRPOTrainer
 
     device = resolve_device(cfg.trainer.device)
-    batch_layout(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+    batch_layout(cfg, world_size())
     generation_fields(cfg.generation, device)
     reward_funcs, weights = build_reward_funcs(cfg.rewards)
     registry("agent").get(cfg.agent.name)
@@ -194,7 +88,7 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
     callbacks = [MetricsCallback(run_dir / "metrics.jsonl")]
     callbacks += [ProgressCallback()] if cfg.logging.progress else []
     callbacks += swanlab_callbacks(
-        cfg.logging.swanlab, cfg.logging.project, cfg.logging.experiment or run_dir.name, run_dir / "swanlog", _plain(cfg)
+        cfg.logging.swanlab, cfg.logging.project, cfg.logging.experiment or run_dir.name, run_dir / "swanlog", to_container(cfg)
     )
     trainer = MemGRPOTrainer(
         model=model,
@@ -206,9 +100,6 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
         callbacks=callbacks,
         agent=agent,
         rollout_sink=rollout_sink,
-        skip_zero_advantage_rows=cfg.trainer.skip_zero_advantage_rows,
-        kv_cache_budget=cfg.generation.kv_cache_budget,
-        max_generate_batch=cfg.generation.max_batch,
     )
     for cb in (PrinterCallback, HFProgress):
         trainer.remove_callback(cb)
@@ -241,19 +132,18 @@ def _evaluate(run: TrainingRun) -> dict[str, Any]:
 
 
 def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
-    """Train the recipe (from ``resume``: ``auto`` or a checkpoint folder); returns the run directory."""
+    """Train the recipe (from ``resume``: ``auto`` or a checkpoint folder) with the agent's learner; returns the run
+    directory."""
     from memfactory_cli.workflows.check import run_checks
-    from memfactory_cli.workflows.evaluate import paired_delta
 
     cfg = load_recipe(recipe, overrides)
     report = run_checks(cfg, "train", resume=resume)
     if launch.is_main_process():
         print(report.summary())
-    own_loop = agent_training_loop(cfg)
-    if own_loop is not None:
+    if learner(cfg) == "reinforce":
         if resume is not None:
-            raise UserError(f"--resume is not supported by agent '{cfg.agent.name}' with its own training loop")
-        return own_loop(cfg)
+            raise UserError(f"--resume is not supported by agent '{cfg.agent.name}' (its learner is reinforce)")
+        return run_reinforce(cfg)
     if launch.should_launch(cfg):
         return launch.relaunch(cfg, recipe, overrides, resume)
     if resume == "auto" and report.checkpoint is None and launch.is_main_process():
@@ -268,38 +158,69 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
     final = save_final(training)
     if before is not None:  # every rank evaluates (sharded weights need all of them); rank 0 reports
         after = _evaluate(training)
-        deltas = {m: paired_delta(before["per_question"], after["per_question"], m) for m in before["metrics"]}
-        summary = {
-            "n": before["n"],
-            "train_seconds": train_seconds,
-            "before": before["metrics"],
-            "after": after["metrics"],
-            "delta": deltas,
-        }
         if launch.is_main_process():
-            _eval_table(before, after, deltas)
-            atomic_write_text(training.run_dir / "eval_before_after.json", json.dumps(summary, indent=2))
+            _report_before_after(training.run_dir, before, after, train_seconds)
     if launch.is_main_process():
         print(f"run directory: {training.run_dir}  (final model: {final})")
     return training.run_dir
 
 
-def agent_training_loop(cfg: RecipeConfig) -> Any:
-    """An agent whose learner is not GRPO on the LLM (RMM's linear reranker) names its own loop through
-    ``training_loop(agent_cfg) -> 'pkg.module:function' | None``; that function takes the recipe, returns the run dir."""
-    import importlib
+def learner(cfg: RecipeConfig) -> str:
+    """What trains this recipe's agent: ``grpo`` (``MemGRPOTrainer``) or ``reinforce`` (``ReinforceTrainer``)."""
+    return registry("agent").get(cfg.agent.name).learner_for(cfg.agent)
 
-    declare = getattr(registry("agent").get(cfg.agent.name), "training_loop", None)
-    path = declare(cfg.agent) if declare is not None else None
-    if path is None:
-        return None
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+
+def run_reinforce(cfg: RecipeConfig) -> Path:
+    """``memfactory train`` for an agent whose own weights learn online with the LLM frozen (RMM's linear reranker)."""
+    from transformers import set_seed
+
+    from memfactory_cli.generation.base import HFGenerator
+    from memfactory_cli.trainer.reinforce import ReinforceTrainer
+    from memfactory_cli.workflows.common import training_sampling
+    from memfactory_cli.workflows.evaluate import evaluate_rows
+
+    device = resolve_device(cfg.trainer.device)
+    env = build_env(cfg)
+    train_rows = env.rows("train")
+    eval_rows = env.rows("eval") if cfg.trainer.eval_before_after else []
+    model_path = resolve_model_path(cfg.model.name_or_path)
+    run_dir = ensure_writable_dir(Path(cfg.output.dir))
+    prepare_run_dir(run_dir, cfg, None)
+    tokenizer = load_tokenizer(model_path)
+    agent = build_agent(cfg, tokenizer)
+    set_seed(cfg.trainer.seed)
+    model = load_model(cfg.model, device, model_path, inference=True).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    sampler = HFGenerator(
+        model, tokenizer, training_sampling(cfg.generation), max_batch=cfg.eval.batch_size, kv_budget=cfg.generation.kv_cache_budget
+    )
+    greedy = eval_generator(model, tokenizer, cfg.eval, cfg.generation)
+    trainer = ReinforceTrainer(cfg, agent, env, train_rows, sampler, run_dir)
+    before = evaluate_rows(agent, env, eval_rows, greedy, batch_questions=cfg.eval.batch_size) if eval_rows else None
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+    final = trainer.save_final()
+    if before is not None:
+        after = evaluate_rows(agent, env, eval_rows, greedy, batch_questions=cfg.eval.batch_size)
+        _report_before_after(run_dir, before, after, train_seconds)
+    print(f"run directory: {run_dir}  (learned weights: {final})")
+    return run_dir
+
+
+def _report_before_after(run_dir: Path, before: dict[str, Any], after: dict[str, Any], train_seconds: float) -> None:
+    from memfactory_cli.report import before_after_table
+    from memfactory_cli.workflows.evaluate import before_after
+
+    summary = before_after(before, after, train_seconds)
+    before_after_table(before, after, summary["delta"])
+    atomic_write_text(run_dir / "eval_before_after.json", json.dumps(summary, indent=2))
 
 
 def _train(training: TrainingRun, recipe: str, overrides: list[str]) -> Interrupted | None:
     """``trainer.train()``, resumed when there is a checkpoint; SIGINT/SIGTERM save a checkpoint and stop."""
-    from memfactory_cli.trainer.callbacks import InterruptCallback
+    from memfactory_cli.trainer.callbacks import InterruptCallback, finish_swanlab
     from memfactory_cli.trainer.checkpoints import interrupt_guard
 
     trainer = training.trainer
@@ -309,7 +230,7 @@ def _train(training: TrainingRun, recipe: str, overrides: list[str]) -> Interrup
         try:
             trainer.train(resume_from_checkpoint=resume_from)
         finally:
-            _finish_swanlab(training.cfg.logging.swanlab)
+            finish_swanlab(training.cfg.logging.swanlab)
     if interrupt.checkpoint is None:
         return None
     command = shlex.join(["memfactory", "train", recipe, *overrides, "--resume", "auto"])
@@ -335,18 +256,3 @@ def _before_eval(training: TrainingRun) -> dict[str, Any] | None:
     if launch.is_main_process():
         atomic_write_text(path, json.dumps(kept))
     return kept
-
-
-def _plain(cfg: RecipeConfig) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
-
-
-def _finish_swanlab(mode: str) -> None:
-    if mode == "disabled":
-        return
-    import swanlab
-
-    if swanlab.has_run():
-        swanlab.finish()
