@@ -285,3 +285,65 @@ def test_each_micro_batch_is_trimmed_to_its_own_widths_with_the_same_loss_and_gr
         for name in grads[0]:
             assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4), name
     assert narrower > 0  # some micro-batch really was padded wider than it needed
+
+
+def test_a_rollout_serving_two_steps_trains_the_second_with_a_ratio_off_one(tmp_path):
+    """steps_per_generation = 2 x GA: step 1 is on-policy (ratio exactly 1), step 2 reuses the rollout after an
+    update, so the memory rows' PPO ratio leaves 1 (and epsilon can clip). With the default S = GA it is always 1."""
+    run = _build(
+        tmp_path,
+        **{
+            "trainer.gradient_accumulation_steps": "1",
+            "trainer.steps_per_generation": "2",
+            "trainer.max_steps": "2",
+            "trainer.learning_rate": "1e-2",
+            "trainer.skip_zero_advantage_rows": "false",
+        },
+    )
+    trainer = run.trainer
+    assert trainer.args.steps_per_generation == 2
+    deviations = []
+    real_compute_loss = trainer._compute_loss
+
+    def recording(model, inputs):
+        memory_prompts = {tuple(t.prompt_ids) for traj in trainer._trajectories for t in traj.turns if t.kind == "memory_update"}
+        ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        with torch.no_grad():
+            logps = trainer._get_per_token_logps_and_entropies(model, ids, mask, inputs["completion_ids"].size(1))[0]
+        ratio = torch.exp(logps - inputs["old_per_token_logps"])
+        rows = [
+            r for r in range(ids.size(0)) if tuple(inputs["prompt_ids"][r][inputs["prompt_mask"][r].bool()].tolist()) in memory_prompts
+        ]
+        real = inputs["completion_mask"][rows].bool()
+        deviations.append(float((ratio[rows][real] - 1).abs().max()) if rows else None)
+        return real_compute_loss(model, inputs)
+
+    trainer._compute_loss = recording
+    trainer.train()
+    assert len(deviations) == 2 and None not in deviations
+    assert deviations[0] < 1e-4  # before any update: the rollout's own policy
+    assert deviations[1] > 1e-3  # after one update on the same rollout: the ratio is real
+
+
+@pytest.mark.slow
+def test_the_17b_recipe_at_paper_shapes_completes_one_step_on_cpu(tmp_path):
+    """recipes/memagent_qwen3_1.7b.yaml with only the model, device, batch counts and data (no files are shipped)
+    overridden: 2.5k-token chunks, 1,024-token memories, 6 chunks a document, one optimizer step on CPU."""
+    from tests.conftest import ROOT
+
+    overrides = [
+        "model.name_or_path=tiny-qwen3-bpe", "trainer.device=cpu", "trainer.bf16=false",
+        "trainer.max_steps=1", "trainer.questions_per_step=2", "trainer.num_generations=2", "trainer.gradient_accumulation_steps=2",
+        "data.train=synth_train", "data.eval=synth_eval", "data.synth.n_train=4", "data.synth.filler_sentences=1400",
+        "logging.swanlab=disabled", "logging.progress=false", f"output.dir={tmp_path / 'run'}",
+    ]
+    cfg = load_recipe(str(ROOT / "recipes" / "memagent_qwen3_1.7b.yaml"), overrides)
+    run = train.build(cfg)
+    run.trainer.train()
+    widest = max(len(t.prompt_ids) + len(t.completion_ids) for traj in run.trainer._trajectories for t in traj.turns)
+    assert max(len(traj.turns) for traj in run.trainer._trajectories) == 7  # 6 chunks of 2,500 tokens + the answer
+    assert widest > 2500 + 1024  # a chunk plus a full memory budget: the paper's row shape
+    assert run.trainer.state.global_step == 1
+    line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert line["rows"] >= 4 * 7 and torch.isfinite(torch.tensor(line["loss"]))
