@@ -154,6 +154,15 @@ def test_lora_trains_adapters_only(tmp_path):
     run.trainer.train()
     final = train.save_final(run)
     assert (final / "adapter_config.json").exists()
+    # eval / infer / serve / Memory-R1 stage 2 load final/ like any model folder: the base with the adapters merged
+    from memfactory_cli.config.schema import ModelConfig
+    from memfactory_cli.models.loading import load_model, resolve_model_path
+
+    loaded = load_model(ModelConfig(name_or_path=resolve_model_path(str(final))), "cpu", inference=True).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        expected = run.trainer.model.eval()(input_ids=ids).logits
+        assert torch.allclose(loaded(input_ids=ids).logits, expected, atol=1e-4)
 
 
 def test_training_rollouts_use_the_shared_prefill(tmp_path, monkeypatch):

@@ -40,12 +40,37 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def adapter_base(path: str) -> str | None:
+    """The base model a LoRA folder (``adapter_config.json``, no ``config.json``) was trained on, else None."""
+    folder = Path(path)
+    if (folder / "config.json").exists() or not (folder / "adapter_config.json").exists():
+        return None
+    import json
+
+    base = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"LoRA folder {folder} names no base model (adapter_config.json: base_model_name_or_path)")
+    return base
+
+
+def config_path(path: str) -> str:
+    """Where the architecture's config.json is: the folder itself, or a LoRA folder's base model."""
+    base = adapter_base(path)
+    return resolve_model_path(base) if base is not None else path
+
+
 def resolve_model_path(name_or_path: str) -> str:
-    """An alias builds (once) and returns its folder; a local folder is used as is; a hub id must be reachable."""
+    """An alias builds (once) and returns its folder; a local folder is used as is; a hub id must be reachable.
+
+    A LoRA run's ``final/`` (adapter only) is a model folder too: its base must resolve (see :func:`load_model`).
+    """
     if name_or_path in registry("model"):
         return str(registry("model").get(name_or_path)())
     if Path(name_or_path).expanduser().exists():
         path = Path(name_or_path).expanduser()
+        if adapter_base(str(path)) is not None:
+            config_path(str(path))  # the base must resolve too
+            return str(path)
         if not (path / "config.json").exists():
             raise UserError(f"model folder {path} has no config.json")
         return str(path)
@@ -166,16 +191,19 @@ def load_model(cfg: ModelConfig, device: str = "cpu", path: str | None = None, *
     """Load the causal LM with the chosen attention kernel.
 
     Training loads ``cfg.dtype`` (fp32 master weights by default; ``autocast``: every forward runs under bf16
-    autocast). ``inference`` loads a model that is only generated with (eval, infer, serve, judges, frozen roles) in
+    autocast). A LoRA folder loads its base with the adapters merged. ``inference`` loads a model that is only generated with (eval, infer, serve, judges, frozen roles) in
     the compute dtype instead: see :func:`inference_dtype`.
     """
     from transformers import AutoModelForCausalLM
 
     path = path or resolve_model_path(cfg.name_or_path)
     dtype = inference_dtype(cfg.dtype, device) if inference else cfg.dtype
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=_dtype(dtype), attn_implementation=choose_attention(cfg.attn_implementation, device, dtype, autocast)
-    )
+    attention = choose_attention(cfg.attn_implementation, device, dtype, autocast)
+    model = AutoModelForCausalLM.from_pretrained(config_path(path), dtype=_dtype(dtype), attn_implementation=attention)
+    if adapter_base(path) is not None:  # a LoRA run's final/: the base with the adapters merged in
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, path).merge_and_unload()
     return model.to(device)
 
 

@@ -15,7 +15,9 @@ the training engine's, and TRL corrects for it with a truncated importance ratio
 turns). The memory-update rows are built by the agent loop through the ``Generator`` interface, which returns token
 ids only, so they carry no sampling log-probs. Correcting the answer rows but not the memory rows would weight the two
 kinds of rows of one loss differently. With the correction off every row is trained by the classic PPO/GRPO ratio
-against old log-probs recomputed by the training engine, the same for all rows.
+against old log-probs recomputed by the training engine, the same for all rows. That ratio is exactly 1 (and vLLM's
+samples are treated as on-policy) unless one rollout serves several updates: ``trainer.steps_per_generation`` > GA
+or ``num_iterations`` > 1 (docs/scaling.md).
 """
 
 from __future__ import annotations

@@ -67,8 +67,10 @@ def model_context(path: str, tokenizer: Any) -> int | None:
     """The model's context length from its config (no weights), capped by the tokenizer's when that is set."""
     from transformers import AutoConfig
 
+    from memfactory_cli.models.loading import config_path
+
     try:
-        config = AutoConfig.from_pretrained(path)
+        config = AutoConfig.from_pretrained(config_path(path))
     except (OSError, ValueError) as exc:
         raise UserError(f"cannot read the model config at {path}: {(str(exc).splitlines() or ['?'])[0]}") from None
     lengths = [getattr(c, "max_position_embeddings", None) for c in (config, getattr(config, "text_config", None))]
@@ -231,11 +233,11 @@ def _memory_plan(report: CheckReport, cfg: RecipeConfig, agent: Any, gpu_memory:
     trains_llm = learner(cfg) == "grpo"
     import torch
 
-    from memfactory_cli.models.loading import flash_attn_usable
+    from memfactory_cli.models.loading import config_path, flash_attn_usable
 
     elsewhere = gpu_memory is not None and not torch.cuda.is_available()  # planning for a GPU on another host
     report.plan = planner.plan(
-        cfg, AutoConfig.from_pretrained(report.model_path), gpu, run, bf16, trains_llm,
+        cfg, AutoConfig.from_pretrained(config_path(report.model_path)), gpu, run, bf16, trains_llm,
         attention=cfg.model.attn_implementation, assume_flash=elsewhere or flash_attn_usable(),
     )
     if problem := report.plan.problem():
