@@ -273,3 +273,16 @@ class BaseAgent(ABC):
     def expected_rows(self, episode: Episode) -> int | None:
         """``memfactory check``: training rows one trajectory of ``episode`` gives (None: unknown, at least 1)."""
         return None
+
+    def row_shapes(self, question_tokens: int = 0) -> dict[str, tuple[int, int]] | None:
+        """The memory planner: (prompt, completion) tokens of each turn kind at its budgets (None: unknown)."""
+        return None
+
+    @property
+    def max_rows_per_trajectory(self) -> int | None:
+        """The memory planner: the most training rows one trajectory gives (None: use check's estimate)."""
+        return None
+
+    def frozen_models(self) -> list[str]:
+        """The memory planner: models the agent loads beside the policy on its device (never trained)."""
+        return []

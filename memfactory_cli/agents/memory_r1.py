@@ -173,6 +173,11 @@ class MemoryR1Agent(BaseAgent):
             self._roles[name] = frozen_role(model, c.answer_device, c.answer_dtype)
         return self._roles[name]
 
+    def frozen_models(self) -> list[str]:
+        """The frozen answer agent (a separate copy of the base model) when GRPO trains the manager."""
+        c = self.config
+        return [c.answer_model or self.tokenizer.name_or_path] if self.train == "manager" and c.answer_device != "cpu" else []
+
     def set_frozen(self, role: Role) -> None:
         """Use ``role`` as the frozen answer agent (tests, or a caller that already holds the model)."""
         self._roles["frozen"] = role

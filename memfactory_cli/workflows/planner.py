@@ -29,7 +29,7 @@ from memfactory_cli.models.footprint import dtype_bytes, format_bytes, head_dim,
 from memfactory_cli.trainer.config import reference_dtype
 
 CUDA_CONTEXT = 1 << 30  # CUDA context, cuBLAS workspaces and allocator slack, per process
-ASSUMED_PROMPT_TOKENS = 4096  # an agent that declares no row shapes (no ``row_shapes`` hook)
+ASSUMED_PROMPT_TOKENS = 4096  # an agent that declares no row shapes (``BaseAgent.row_shapes`` returns None)
 LOGPROB_TILE = (4096, 32768)  # TRL's chunked log-prob head: tokens x vocabulary per tile (trl.kernels.chunked_logprob)
 OPTIMIZER_STATE_BYTES = {"adamw_torch": None, "adamw_torch_fused": None, "adamw_8bit": 2, "paged_adamw_8bit": 2}
 
@@ -177,24 +177,33 @@ class RunShape:
     generate_prompt_tokens: int  # the widest generate call's prompts
     generate_new_tokens: int
     generate_rows: int  # prompts in one turn's generate call (before the KV budget cuts it)
+    frozen_models: list[Any] = field(default_factory=list)  # configs of models loaded beside the policy, never trained
 
 
 def run_shape(cfg: RecipeConfig, agent: Any, rows_per_trajectory: float, question_tokens: int, world_size: int = 1) -> RunShape:
     t = cfg.trainer
     slots = t.questions_per_step * t.num_generations // world_size
-    hook = getattr(agent, "row_shapes", None)
-    shapes = hook(question_tokens) if hook is not None else {"a turn": (ASSUMED_PROMPT_TOKENS, agent.max_completion_tokens)}
+    shapes = agent.row_shapes(question_tokens) or {"a turn": (ASSUMED_PROMPT_TOKENS, agent.max_completion_tokens)}
     prompt, completion = max(shapes.values(), key=lambda pc: pc[0] + pc[1])
     return RunShape(
         slots=slots,
         micro_batches=steps_per_generation(cfg),
-        rows_per_trajectory=getattr(agent, "max_rows_per_trajectory", None) or rows_per_trajectory,
+        rows_per_trajectory=agent.max_rows_per_trajectory or rows_per_trajectory,
         prompt_tokens=prompt,
         completion_tokens=completion,
         generate_prompt_tokens=prompt,
         generate_new_tokens=completion,
         generate_rows=slots * generation_multiple(cfg),
+        frozen_models=[_frozen_config(name) for name in agent.frozen_models()],
     )
+
+
+def _frozen_config(name: str) -> Any:
+    from transformers import AutoConfig
+
+    from memfactory_cli.models.loading import config_path, resolve_model_path
+
+    return AutoConfig.from_pretrained(config_path(resolve_model_path(name)))
 
 
 def steps_per_generation(cfg: RecipeConfig) -> int:
@@ -258,6 +267,8 @@ def plan(
         if t.beta != 0 and not cfg.model.lora.enabled:
             ref = dtype_bytes(reference_dtype(cfg, bf16))
             resident[f"reference model ({ref} B/param)"] = shape.parameters * ref
+    for frozen in run.frozen_models:
+        resident["frozen model beside the policy (bf16)"] = resident.get("frozen model beside the policy (bf16)", 0) + model_shape(frozen).parameters * 2
     if g.backend == "vllm" and g.vllm_mode == "colocate":
         resident[f"vLLM colocate ({g.vllm_gpu_memory_utilization:.2f} of the GPU)"] = g.vllm_gpu_memory_utilization * gpu_bytes
     phases: list[Phase] = []
