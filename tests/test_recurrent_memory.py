@@ -119,3 +119,18 @@ def test_memagent_cuts_documents_before_centre_truncation(tokenizer):
         read[truncation] = tokenizer.decode([t for c in chunks for t in c])
     assert "Zephyrton" in read["documents"]  # the answer's document is read ...
     assert "Zephyrton" not in read["centre"]  # ... where centre truncation alone cuts it out of the middle
+
+
+def test_a_turn_ending_in_any_generation_eos_is_finished(tokenizer, bpe_model_dir, tmp_path):
+    """The stop set is the model's generation-config EOS list, as TRL and HFGenerator use (review core.md m3)."""
+    import json
+    import shutil
+
+    from memfactory_cli.models.loading import load_tokenizer
+
+    folder = tmp_path / "model"
+    shutil.copytree(bpe_model_dir, folder)
+    other = next(i for i in range(3, 100) if i not in (tokenizer.eos_token_id, tokenizer.pad_token_id))  # a 2nd EOS
+    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [tokenizer.eos_token_id, other]}))
+    module = RecurrentMemoryModule(load_tokenizer(str(folder)), RecurrentMemoryConfig())
+    assert module.finished([50, 60, other]) and module.next_memory([], [50, 60, other]) == [50, 60]

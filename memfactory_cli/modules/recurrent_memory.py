@@ -89,6 +89,20 @@ def cut_documents(context: str, question: str, answers: list[str], limit: int, c
     return head + "\n\n".join(d for d, k in zip(docs, keep) if k)
 
 
+def stop_ids(tokenizer: Any) -> set[int]:
+    """Ids that end a turn: the model's generation-config EOS list (what TRL and HFGenerator stop on; Llama-3 has
+    three) plus the tokenizer's EOS and padding ids."""
+    ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    try:
+        from transformers import GenerationConfig
+
+        eos = GenerationConfig.from_pretrained(tokenizer.name_or_path).eos_token_id
+        ids |= set(eos if isinstance(eos, list) else [eos])
+    except (OSError, ValueError, TypeError):  # no generation_config.json next to the tokenizer
+        pass
+    return {i for i in ids if i is not None}
+
+
 @register("recurrent_memory", "recurrent_memory")
 class RecurrentMemoryModule:
     """Chunking, prompt building and memory parsing for one tokenizer; stateless across episodes."""
@@ -103,7 +117,7 @@ class RecurrentMemoryModule:
         self.final_template = TokenTemplate.compile(tokenizer, final_messages(config.one_shot != "none", config.template), chat_kwargs)
         self.initial_memory = self.encode(INITIAL_MEMORY)
         self._fitted: dict[tuple[Any, ...], str | None] = {}  # the last document cut (see fit_context)
-        self.stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
+        self.stop_ids = stop_ids(tokenizer)
         think_close = tokenizer.convert_tokens_to_ids("</think>")
         self.think_close_id = think_close if think_close not in (None, tokenizer.unk_token_id) else None
 
