@@ -168,7 +168,7 @@ def choose_attention(requested: str, device: str, dtype: str = "float32", autoca
     return "sdpa"
 
 
-def _dtype(name: str) -> Any:
+def torch_dtype(name: str) -> Any:
     import torch
 
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
@@ -199,7 +199,7 @@ def load_model(cfg: ModelConfig, device: str = "cpu", path: str | None = None, *
     path = path or resolve_model_path(cfg.name_or_path)
     dtype = inference_dtype(cfg.dtype, device) if inference else cfg.dtype
     attention = choose_attention(cfg.attn_implementation, device, dtype, autocast)
-    model = AutoModelForCausalLM.from_pretrained(config_path(path), dtype=_dtype(dtype), attn_implementation=attention)
+    model = AutoModelForCausalLM.from_pretrained(config_path(path), dtype=torch_dtype(dtype), attn_implementation=attention)
     if adapter_base(path) is not None:  # a LoRA run's final/: the base with the adapters merged in
         from peft import PeftModel
 

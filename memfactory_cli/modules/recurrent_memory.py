@@ -18,6 +18,7 @@ from typing import Any
 
 from memfactory_cli.errors import UserError
 from memfactory_cli.modules.templates import TEMPLATES, TokenTemplate, final_messages, update_messages
+from memfactory_cli.modules.text import stop_ids
 from memfactory_cli.registry import register
 
 INITIAL_MEMORY = "No previous memory"
@@ -87,20 +88,6 @@ def cut_documents(context: str, question: str, answers: list[str], limit: int, c
         keep[i] = False
         total -= lengths[i + 1]
     return head + "\n\n".join(d for d, k in zip(docs, keep) if k)
-
-
-def stop_ids(tokenizer: Any) -> set[int]:
-    """Ids that end a turn: the model's generation-config EOS list (what TRL and HFGenerator stop on; Llama-3 has
-    three) plus the tokenizer's EOS and padding ids."""
-    ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
-    try:
-        from transformers import GenerationConfig
-
-        eos = GenerationConfig.from_pretrained(tokenizer.name_or_path).eos_token_id
-        ids |= set(eos if isinstance(eos, list) else [eos])
-    except (OSError, ValueError, TypeError):  # no generation_config.json next to the tokenizer
-        pass
-    return {i for i in ids if i is not None}
 
 
 @register("recurrent_memory", "recurrent_memory")

@@ -6,7 +6,6 @@ logging settings.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -19,6 +18,7 @@ from transformers import TrainerCallback
 from memfactory_cli.config import to_container
 from memfactory_cli.config.schema import LoggingConfig, RecipeConfig
 from memfactory_cli.errors import UserError
+from memfactory_cli.io import append_jsonl
 
 RENAMES = {"reward": "reward/mean", "reward_std": "reward/std"}
 
@@ -31,11 +31,7 @@ class JsonlSink:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, [record])
 
 
 class RolloutSink:

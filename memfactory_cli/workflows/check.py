@@ -258,7 +258,7 @@ def run_checks(
     ``gpu_memory``: plan for a GPU of that many bytes (the recipe is checked as if on CUDA); otherwise a run that
     resolves to CUDA is planned against the detected GPU.
     """
-    from memfactory_cli.models.loading import _dtype, resolve_device
+    from memfactory_cli.models.loading import resolve_device, torch_dtype
     from memfactory_cli.trainer.config import resolve_bf16
     from memfactory_cli.workflows.resume import resume_problems
 
@@ -267,7 +267,7 @@ def run_checks(
     report = CheckReport(cfg=cfg)
     training = mode in ("train", "all")
     device = "cuda" if gpu_memory is not None and cfg.trainer.device != "cpu" else report.attempt(resolve_device, cfg.trainer.device)
-    report.attempt(_dtype, cfg.model.dtype)
+    report.attempt(torch_dtype, cfg.model.dtype)
     if device is not None:
         report.attempt(resolve_bf16, str(cfg.trainer.bf16), device)
     if cfg.model.attn_implementation not in ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3"):
