@@ -13,6 +13,7 @@ from trl import GRPOTrainer
 # Methods MemGRPOTrainer overrides (and calls through super()), with the parameters it passes.
 OVERRIDDEN = {
     "_generate_and_score_completions": ["inputs"],
+    "_prepare_inputs": ["generation_batch"],
     "_calculate_rewards": ["inputs", "prompts", "completions", "completion_ids_list"],
     "_get_train_sampler": ["dataset"],
     "_get_output_dir": ["trial"],

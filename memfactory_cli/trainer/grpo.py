@@ -217,7 +217,8 @@ class MemGRPOTrainer(GRPOTrainer):
     - overrides, each calling ``super()``: ``_generate_and_score_completions`` (stash the batch, then
       :meth:`_expand_rows`), ``_calculate_rewards`` (time it, keep each trajectory's rewards), ``_get_train_sampler``
       (an epoch-seeded sampler for exact resume), ``_get_output_dir`` and ``_save_checkpoint`` (write checkpoints
-      to a staging folder, rename when complete), ``log`` (derive ``time/update_s``);
+      to a staging folder, rename when complete), ``log`` (derive ``time/update_s``), ``_prepare_inputs`` (trim
+      each micro-batch to its own widths: :func:`trim_padding`);
     - private methods it calls: ``_generate_single_turn(prompt_ids, images, multimodal_fields, num_generations)``
       (every agent turn, through :class:`TrainerGenerator`) and ``_get_per_token_logps_and_entropies`` (old and
       reference log-probs of the memory rows);

@@ -222,7 +222,6 @@ def _memory_plan(report: CheckReport, cfg: RecipeConfig, agent: Any, gpu_memory:
 
     from memfactory_cli.trainer.config import resolve_bf16
     from memfactory_cli.workflows import planner
-    from memfactory_cli.workflows.train import learner
 
     gpu = gpu_memory if gpu_memory is not None else planner.detected_gpu_memory()
     if gpu is None:
@@ -230,7 +229,7 @@ def _memory_plan(report: CheckReport, cfg: RecipeConfig, agent: Any, gpu_memory:
     bf16 = cfg.trainer.bf16 in ("true", "True", True) or (cfg.trainer.bf16 == "auto" and (gpu_memory is not None or resolve_bf16("auto", "cuda")))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     run = planner.run_shape(cfg, agent, report.rows_per_trajectory, report.question_tokens, world)
-    trains_llm = learner(cfg) == "grpo"
+    trains_llm = registry("agent").get(cfg.agent.name).learner_for(cfg.agent) == "grpo"  # reinforce: LLM frozen
     import torch
 
     from memfactory_cli.models.loading import config_path, flash_attn_usable
