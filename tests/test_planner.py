@@ -73,3 +73,13 @@ def test_plan_problem_is_none_when_it_fits(fake_hub, tmp_path):
     assert report.plan is not None and report.plan.fits
     with pytest.raises(UserError, match="memory plan: the update"):
         run_checks(cfg, "train", gpu_memory=40 * 2**30)
+
+
+def test_a_sharded_launch_is_planned_but_not_refused(fake_hub, capsys, tmp_path):
+    """The plan does not model ZeRO/FSDP sharding, so its per-process states are upper bounds there: no refusal."""
+    code, out, err = _check(
+        capsys, tmp_path, "memagent_qwen3_4b_instruct.yaml", "model.lora.enabled=false", "model.dtype=float32",
+        "launch.num_processes=2", "launch.config_file=zero3", "trainer.gradient_accumulation_steps=192",
+    )
+    assert "DOES NOT FIT" in out and "sharding is not modelled" in out
+    assert "memory plan:" not in err

@@ -227,7 +227,7 @@ def _memory_plan(report: CheckReport, cfg: RecipeConfig, agent: Any, gpu_memory:
     if gpu is None:
         return
     bf16 = cfg.trainer.bf16 in ("true", "True", True) or (cfg.trainer.bf16 == "auto" and (gpu_memory is not None or resolve_bf16("auto", "cuda")))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = max(int(os.environ.get("WORLD_SIZE", "1")), cfg.launch.num_processes)  # the parent plans for its children
     run = planner.run_shape(cfg, agent, report.rows_per_trajectory, report.question_tokens, world)
     trains_llm = registry("agent").get(cfg.agent.name).learner_for(cfg.agent) == "grpo"  # reinforce: LLM frozen
     import torch
@@ -239,7 +239,10 @@ def _memory_plan(report: CheckReport, cfg: RecipeConfig, agent: Any, gpu_memory:
         cfg, AutoConfig.from_pretrained(config_path(report.model_path)), gpu, run, bf16, trains_llm,
         attention=cfg.model.attn_implementation, assume_flash=elsewhere or flash_attn_usable(),
     )
-    if problem := report.plan.problem():
+    if any(name in cfg.launch.config_file for name in ("zero", "fsdp")):
+        # the plan is per process and does not model sharding: its states are upper bounds, so it only informs
+        report.plan.notes.append(f"launch.config_file={cfg.launch.config_file}: sharding is not modelled (upper bounds)")
+    elif problem := report.plan.problem():
         report.problems.append(problem)
 
 
