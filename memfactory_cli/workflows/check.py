@@ -154,8 +154,8 @@ def _trainer_problems(report: CheckReport, cfg: RecipeConfig) -> None:
     shared = t.num_iterations * max(1, t.steps_per_generation // max(t.gradient_accumulation_steps, 1))
     if t.save_steps > 0 and t.num_iterations > 0 and t.save_steps % shared:
         report.problems.append(
-            f"trainer.save_steps={t.save_steps} must be a multiple of {shared} (num_iterations x steps_per_generation / "
-            "gradient_accumulation_steps): steps that share one generation cannot be resumed exactly in between"
+            f"trainer.save_steps={t.save_steps} must be a multiple of trainer.num_iterations x (steps_per_generation / "
+            f"gradient_accumulation_steps) = {shared}: steps that share one generation cannot be resumed exactly in between"
         )
     if cfg.output.keep_last < 0:
         report.problems.append(f"output.keep_last must be >= 0 (0 keeps all), got {cfg.output.keep_last}")
