@@ -83,3 +83,10 @@ def test_a_sharded_launch_is_planned_but_not_refused(fake_hub, capsys, tmp_path)
     )
     assert "DOES NOT FIT" in out and "sharding is not modelled" in out
     assert "memory plan:" not in err
+
+
+def test_check_rejects_flash_attention_on_fp32_without_autocast(fake_hub, capsys, tmp_path):
+    code, out, err = _check(
+        capsys, tmp_path, "memagent_qwen3_1.7b.yaml", "model.attn_implementation=flash_attention_2", "trainer.bf16=false"
+    )
+    assert code == 2 and "needs half precision" in err

@@ -271,7 +271,11 @@ def run_checks(
     device = "cuda" if gpu_memory is not None and cfg.trainer.device != "cpu" else report.attempt(resolve_device, cfg.trainer.device)
     report.attempt(torch_dtype, cfg.model.dtype)
     if device is not None:
-        report.attempt(resolve_bf16, str(cfg.trainer.bf16), device)
+        bf16 = report.attempt(resolve_bf16, str(cfg.trainer.bf16), device)
+        if cfg.model.attn_implementation.startswith("flash_attention"):  # FlashAttention needs half precision
+            from memfactory_cli.models.loading import choose_attention
+
+            report.attempt(choose_attention, cfg.model.attn_implementation, device, cfg.model.dtype, bool(bf16))
     if cfg.model.attn_implementation not in ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3"):
         report.problems.append(f"model.attn_implementation '{cfg.model.attn_implementation}' is not auto, sdpa or eager")
     rows: list[dict[str, Any]] = []
