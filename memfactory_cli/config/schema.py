@@ -42,7 +42,7 @@ class ModelConfig:
 
 @dataclass
 class AgentConfig:
-    name: str = _help("Registered agent (`memfactory list agent`).", "memagent")
+    name: str = _help("Registered agent: memagent | memory_r1 | rmm, or a dotted path (`memfactory list`).", "memagent")
     modules: dict[str, dict[str, Any]] = _help(
         "Slot -> module spec ({name: <registered module>, ...its options}); a slot left out gets the agent's default.",
         default_factory=dict,
@@ -54,7 +54,7 @@ class AgentConfig:
 
 @dataclass
 class EnvConfig:
-    name: str = _help("Registered environment: longcontext | memory_bank.", "longcontext")
+    name: str = _help("Registered environment: longcontext | memory_bank | multi_session (`memfactory list`).", "longcontext")
 
 
 @dataclass
