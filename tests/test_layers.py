@@ -1,10 +1,10 @@
-"""Imports point one way: cli -> workflows -> trainer -> agents -> envs/rewards -> generation -> modules -> models/data -> config."""
+"""Imports point one way: cli -> workflows -> trainer -> agents -> envs/rewards/report -> generation -> modules -> models/data -> config."""
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "memfactory_cli"
-RANK = {"__main__": -1, "cli": 0, "workflows": 1, "trainer": 2, "agents": 3, "envs": 4, "rewards": 4, "generation": 5, "modules": 6, "models": 7, "data": 7, "config": 8}
+RANK = {"__main__": -1, "cli": 0, "workflows": 1, "trainer": 2, "agents": 3, "envs": 4, "rewards": 4, "report": 4, "generation": 5, "modules": 6, "models": 7, "data": 7, "config": 8}
 
 
 def layer(module: str) -> int:

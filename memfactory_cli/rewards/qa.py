@@ -23,6 +23,41 @@ def normalize_answer(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
+_WORD = re.compile(r"\S+")
+
+
+def reference_spans(text: str, references: list[str]) -> list[tuple[int, int]]:
+    """Character spans of ``text`` where a reference occurs after normalisation, as whole normalised words.
+
+    ``normalize_answer`` works word by word (it never joins or splits whitespace-separated words, except that an
+    article or pure punctuation vanishes), so normalising each word of ``text`` on its own gives the same word
+    sequence as normalising the whole text, and a match there maps back to the raw words it came from. Whole words:
+    "Paris" is in "I moved to Paris." but not in "Parisian". Sorted, overlapping spans merged.
+    """
+    words: list[tuple[str, int, int]] = []
+    for m in _WORD.finditer(text):
+        words += [(w, m.start(), m.end()) for w in normalize_answer(m.group()).split()]
+    tokens = [w for w, _, _ in words]
+    spans = []
+    for ref in references:
+        target = normalize_answer(str(ref)).split()
+        n = len(target)
+        if n:
+            spans += [(words[i][1], words[i + n - 1][2]) for i in range(len(tokens) - n + 1) if tokens[i : i + n] == target]
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def holds_reference(text: str, references: list[str]) -> bool:
+    """Whether any reference occurs in ``text`` (the match of :func:`reference_spans`)."""
+    return bool(reference_spans(text, references))
+
+
 def strip_thinking(text: str) -> str:
     return text.rsplit("</think>", 1)[-1]
 
