@@ -74,3 +74,14 @@ def test_memory_r1_bank_is_the_memory_after_its_one_turn():
     assert ret.memory_steps(record) == [("Alice: My home city is Lisbon", "[0] Bob: parrot\n[1] Alice: home city Lisbon")]
     assert ret.retention(record).final is True
     assert ret.retention({**record, "memories": ["[0] Bob: parrot"]}).final is False
+
+
+def test_summary_md_has_a_retention_row_per_set_and_model():
+    from memfactory_cli.report.summary import to_markdown
+
+    entry = {"set": "synth_eval", "model": "m", "n": 1, "k": 1, "metrics": {"em": {"mean": 0.0, "stderr": 0.0}}}
+    md = to_markdown([{**entry, "retention": ret.summarise_records([handmade()])}, {**entry, "set": "other"}])
+    assert "## Answer retention" in md
+    assert "| synth_eval | m | 0.000 | 1 / 1 | 2: 1 | 2: 1.000, 3: 1.000, 4: 0.000 |" in md
+    assert "| other | m |" not in md.split("## Answer retention")[1]
+    assert "## Answer retention" not in to_markdown([entry])

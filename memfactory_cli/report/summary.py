@@ -45,6 +45,22 @@ def comparison(entries: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
     return header, rows
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _retention_row(entry: dict[str, Any]) -> list[str]:
+    r = entry["retention"]
+    return [
+        entry["set"],
+        entry["model"],
+        _share(r["final"]),
+        f"{r['seen']} / {r['trajectories']}",
+        ", ".join(f"{k}: {n}" for k, n in r["first_seen"].items()) or "-",
+        ", ".join(f"{p['chunk']}: {_share(p['held'])}" for p in r["per_chunk"]) or "-",
+    ]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -76,6 +92,14 @@ def to_markdown(entries: list[dict[str, Any]]) -> str:
     ]
     if grouped:
         parts += ["## By group", _table(["set", "model", "group", "metric", "avg@k ± stderr", "n"], grouped)]
+    retained = [e for e in entries if e.get("retention")]
+    if retained:
+        parts += [
+            "## Answer retention",
+            "Of the trajectories whose document showed a reference answer (normalised, whole words), the share whose "
+            "memory still holds one: at the end (final) and after each chunk k, counting those that had seen it by k.",
+            _table(["set", "model", "final", "seen / trajectories", "first seen (chunk: n)", "held after chunk k"], [_retention_row(e) for e in retained]),
+        ]
     sampling = entries[0].get("sampling")
     if sampling:
         parts.append("Sampling: " + ", ".join(f"{key}={value}" for key, value in sampling.items()))

@@ -24,6 +24,7 @@ from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import HFGenerator, SamplingParams
 from memfactory_cli.io import atomic_write_text, ensure_writable_dir
 from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
+from memfactory_cli.report.retention import summarise_records
 from memfactory_cli.workflows.common import build_agent, build_env
 from memfactory_cli.workflows.evaluate import rollout_pairs, summarise, summarise_groups
 
@@ -164,6 +165,7 @@ def evaluate_set(
     _, summary = summarise(done, metrics, len(rows), k)
     group_by = getattr(env, "group_by", None)  # e.g. LoCoMo's category: every metric per group too
     groups = {"by": group_by, "groups": summarise_groups(done, rows, metrics, k, group_by)} if group_by else None
+    retention = summarise_records(done)
     return {
         "set": set_name,
         "n": len(rows),
@@ -175,6 +177,7 @@ def evaluate_set(
         "sampling": dataclasses.asdict(generator.sampling),
         "judge": _judge_identity(cfg.eval.judge),
         **({"by_group": groups} if groups else {}),
+        **({"retention": retention} if retention else {}),
     }
 
 

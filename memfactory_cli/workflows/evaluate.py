@@ -11,6 +11,7 @@ from typing import Any
 
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import Generator
+from memfactory_cli.report.retention import summarise_records
 
 
 def mean_stderr(values: list[float]) -> dict[str, float]:
@@ -100,14 +101,15 @@ def summarise_groups(
 def evaluate_rows(
     agent: Any, env: Any, rows: list[dict[str, Any]], generator: Generator, k: int = 1, batch_questions: int = 64
 ) -> dict[str, Any]:
-    """Roll out ``k`` samples of every row and score them; returns per-question scores, records and the summary."""
+    """Roll out ``k`` samples of every row and score them; returns per-question scores, records, the summary and the
+    answer retention (``report.retention``; None for agents that read no chunks)."""
     if k < 1:
         raise UserError(f"eval k must be >= 1, got {k}")
     metrics = env.metric_names(rows)
     pairs = [(q, s) for q in range(len(rows)) for s in range(k)]
     records = [r for batch in rollout_pairs(agent, env, rows, generator, pairs, metrics, batch_questions * k) for r in batch]
     per_question, summary = summarise(records, metrics, len(rows), k)
-    out = {"n": len(rows), "k": k, "metrics": summary, "per_question": per_question, "records": records}
+    out = {"n": len(rows), "k": k, "metrics": summary, "per_question": per_question, "records": records, "retention": summarise_records(records)}
     if getattr(env, "group_by", None):
         out["by_group"] = {"by": env.group_by, "groups": summarise_groups(records, rows, metrics, k, env.group_by)}
     return out

@@ -15,6 +15,7 @@ from memfactory_cli.errors import Interrupted, UserError
 from memfactory_cli.io import atomic_write_text, ensure_writable_dir
 from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
 from memfactory_cli.registry import registry
+from memfactory_cli.report.retention import describe as describe_retention
 from memfactory_cli.rewards import build_reward_funcs
 from memfactory_cli.workflows import launch
 from memfactory_cli.workflows.backend import generation_fields
@@ -121,6 +122,11 @@ def _eval_table(before: dict[str, Any], after: dict[str, Any], deltas: dict[str,
         table.add_row(
             m, f"{b['mean']:.3f} ± {b['stderr']:.3f}", f"{a['mean']:.3f} ± {a['stderr']:.3f}", f"{d['mean']:+.3f} ± {d['stderr']:.3f}"
         )
+    rb, ra = before.get("retention"), after.get("retention")
+    if rb or ra:  # answer retention (report.retention): seen answers still in the final memory
+        finals = [None if r is None else r["final"] for r in (rb, ra)]
+        change = "-" if None in finals else f"{finals[1] - finals[0]:+.3f} (unpaired)"
+        table.add_row("retention (final)", describe_retention(rb), describe_retention(ra), change)
     console = Console()
     console.print(table)
     with console.capture() as cap:
@@ -258,6 +264,7 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
             "before": before["metrics"],
             "after": after["metrics"],
             "delta": deltas,
+            "retention": {"before": before.get("retention"), "after": after.get("retention")},
         }
         if launch.is_main_process():
             _eval_table(before, after, deltas)
@@ -314,7 +321,7 @@ def _before_eval(training: TrainingRun) -> dict[str, Any] | None:
         print("note: no eval_before.json from the start of this run; skipping the before/after comparison")
         return None
     before = _evaluate(training)
-    kept = {k: before[k] for k in ("n", "metrics", "per_question")}
+    kept = {k: before[k] for k in ("n", "metrics", "per_question", "retention")}
     if launch.is_main_process():
         atomic_write_text(path, json.dumps(kept))
     return kept
