@@ -308,7 +308,7 @@ def test_eval_command_writes_every_output_offline(tmp_path):
     result = memfactory("infer", "--from", str(out / "results.jsonl"), "--html", str(html), "--set", "synth_eval", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     page = html.read_text()
-    assert page.count("<details") == 4 and "memory after chunk 1/" in page and "sub_em" in page
+    assert page.count("<details class='traj'") == 4 and "memory after chunk 1/" in page and "sub_em" in page
 
 
 @pytest.mark.parametrize(

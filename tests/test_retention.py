@@ -1,5 +1,6 @@
 """Answer retention read from recorded trajectories: the answer appears in chunk 2, survives chunk 3, is dropped at 4."""
 
+import json
 import math
 
 import pytest
@@ -85,3 +86,51 @@ def test_summary_md_has_a_retention_row_per_set_and_model():
     assert "| synth_eval | m | 0.000 | 1 / 1 | 2: 1 | 2: 1.000, 3: 1.000, 4: 0.000 |" in md
     assert "| other | m |" not in md.split("## Answer retention")[1]
     assert "## Answer retention" not in to_markdown([entry])
+
+
+# ---------------------------------------------------------------- the viewer
+
+
+def _step_html(page: str, k: int) -> str:
+    """The part of the page from the k-th memory step to the next one (or the final answer)."""
+    start = page.index(f"memory after chunk {k}/")
+    ends = [i for i in (page.find(f"memory after chunk {k + 1}/", start), page.find("final answer", start)) if i > 0]
+    return page[start : min(ends)]
+
+
+def test_viewer_shows_each_chunk_collapsed_with_the_answer_marked_and_the_dropped_step():
+    from memfactory_cli.report import trace_html
+
+    page = trace_html([handmade()])
+    assert page.count("<details class='chunk'>") == 4  # one per memory step, collapsed (no 'open')
+    assert "chunk 2 read (48 characters, the answer 1×)" in page
+    assert "Later Alice said: I moved to <mark>Lisbon</mark> last spring." in page
+    assert "<mark>LISBON</mark>" in _step_html(page, 2)  # normalised match, raw text kept
+    assert "answer in this chunk" in _step_html(page, 2) and "answer in this chunk" not in _step_html(page, 3)
+    assert "memory holds the answer" in _step_html(page, 3)
+    assert "dropped the answer" in _step_html(page, 4) and "dropped the answer" not in page.split("memory after chunk 4/")[0]
+    assert "<del>" in _step_html(page, 4) and "<mark>Lisbon" in _step_html(page, 4)  # the lost answer, struck out and marked
+    assert "answer first in chunk 2; dropped after chunk 4" in page
+
+
+def test_viewer_escapes_chunks_memories_and_references():
+    from memfactory_cli.report import trace_html
+
+    record = handmade(answers=("<b>x</b>",), chunks=["<script>alert(1)</script>", "a <b>x</b> b", "", ""], memories=["<img src=x onerror=alert(1)>", "<b>x</b>", "", ""])
+    page = trace_html([record])
+    assert "<script>alert" not in page and "<img" not in page and "<b>x</b>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;<mark>b&gt;x&lt;/b</mark>&gt;" in page  # marks leave out surrounding punctuation
+
+
+def test_infer_renders_a_training_runs_rollouts_jsonl(tmp_path, capsys):
+    from tests.conftest import run_cli
+
+    rollouts = tmp_path / "rollouts.jsonl"
+    rows = [{"step": 3, "slot": i, **handmade(), "rewards": {"sub_em": 0.0}, "reward": 0.0} for i in (0, 2)]
+    rollouts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    html = tmp_path / "t.html"
+    assert run_cli("infer", "--from", str(rollouts), "--html", str(html)) == 0
+    page = html.read_text()
+    assert page.count("<details class='traj'") == 2 and "step 3" in page and "slot 2" in page
+    assert "sub_em: <b>0.000</b>" in page and "no scores" not in page
+    assert "<mark>Lisbon</mark>" in page and "dropped the answer" in page

@@ -31,12 +31,17 @@ def reference_spans(text: str, references: list[str]) -> list[tuple[int, int]]:
 
     ``normalize_answer`` works word by word (it never joins or splits whitespace-separated words, except that an
     article or pure punctuation vanishes), so normalising each word of ``text`` on its own gives the same word
-    sequence as normalising the whole text, and a match there maps back to the raw words it came from. Whole words:
+    sequence as normalising the whole text, and a match there maps back to the raw words it came from (without the
+punctuation around them). Whole words:
     "Paris" is in "I moved to Paris." but not in "Parisian". Sorted, overlapping spans merged.
     """
     words: list[tuple[str, int, int]] = []
+    punct = string.punctuation
     for m in _WORD.finditer(text):
-        words += [(w, m.start(), m.end()) for w in normalize_answer(m.group()).split()]
+        raw = m.group()
+        core = raw.strip(punct) or raw  # the span leaves out punctuation around the word: "Lisbon." marks "Lisbon"
+        start = m.start() + (len(raw) - len(raw.lstrip(punct)) if core is not raw else 0)
+        words += [(w, start, start + len(core)) for w in normalize_answer(raw).split()]
     tokens = [w for w, _, _ in words]
     spans = []
     for ref in references:
