@@ -103,6 +103,7 @@ def test_training_run_writes_metrics_rollouts_and_a_loadable_final(tmp_path):
     rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
     assert rollouts and {"chunks", "memories", "answer", "reward", "step"} <= set(rollouts[0])
     assert len(rollouts[0]["chunks"]) == len(rollouts[0]["memories"]) > 0
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # drawn at each logged step
     assert load_recipe(out / "config.yaml") == run.cfg
     reloaded = AutoModelForCausalLM.from_pretrained(final).state_dict()
     trained = run.trainer.model.state_dict()

@@ -1,21 +1,21 @@
-"""Readable outputs of an evaluation: summary.json / summary.md / summary.png and the HTML memory-trace viewer.
+"""Readable outputs of runs: an evaluation's summary.json / summary.md / summary.png, a training run's curves.png,
+answer retention and the HTML memory-trace viewer.
 
-Pure rendering: this package sees plain dicts (results rows, summary entries) and imports nothing of the stack.
+Pure functions of plain dicts (results rows, rollouts, metrics.jsonl lines, summary entries): nothing here loads or
+runs a model; the one thing of the stack used is the answer normaliser (``rewards.qa``), so a reference is matched
+the same way it is scored.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from memfactory_cli.io import atomic_write_text
+from memfactory_cli.io import atomic_write_text, atomic_write_with
 from memfactory_cli.report.summary import comparison, primary_metric, to_json, to_markdown
-from memfactory_cli.report.trace import diff_html, trace_html
+from memfactory_cli.report.trace import diff_html, trace_html, trace_text
 
-__all__ = ["comparison", "diff_html", "primary_metric", "trace_html", "write_summary"]
+__all__ = ["comparison", "diff_html", "primary_metric", "trace_html", "trace_text", "write_summary"]
 
 
 def write_summary(out_dir: Path, entries: list[dict[str, Any]]) -> dict[str, Path]:
@@ -26,12 +26,5 @@ def write_summary(out_dir: Path, entries: list[dict[str, Any]]) -> dict[str, Pat
     atomic_write_text(paths["json"], to_json(entries))
     atomic_write_text(paths["md"], to_markdown(entries))
     if entries:
-        fd, tmp = tempfile.mkstemp(prefix=".summary.png.", dir=out_dir)
-        os.close(fd)
-        try:
-            plot(entries, Path(tmp))
-            os.replace(tmp, paths["png"])
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        atomic_write_with(paths["png"], lambda tmp: plot(entries, tmp))
     return paths

@@ -104,20 +104,22 @@ def _verdict(ret: Retention | None) -> str:
     return f"<span class='badge lost'>{text}; not kept</span>"
 
 
-def _badges(ret: Retention | None, k: int) -> str:
-    """What step ``k`` (1-based) did with the reference answer."""
+def _step_notes(ret: Retention | None, k: int) -> list[tuple[str, str]]:
+    """What step ``k`` (1-based) did with the reference answer: (badge class, words) pairs."""
     if ret is None:
-        return ""
-    out = []
-    if ret.in_chunk[k - 1]:
-        out.append("<span class='badge seen'>answer in this chunk</span>")
+        return []
+    out = [("seen", "answer in this chunk")] if ret.in_chunk[k - 1] else []
     if k in ret.dropped_at:
-        out.append("<span class='badge dropped'>✗ dropped the answer</span>")
+        out.append(("dropped", "✗ dropped the answer"))
     elif k in ret.not_kept_at:
-        out.append("<span class='badge lost'>answer not kept</span>")
+        out.append(("lost", "answer not kept"))
     elif ret.held[k - 1]:
-        out.append("<span class='badge held'>memory holds the answer</span>")
-    return "".join(out)
+        out.append(("held", "memory holds the answer"))
+    return out
+
+
+def _badges(ret: Retention | None, k: int) -> str:
+    return "".join(f"<span class='badge {cls}'>{words}</span>" for cls, words in _step_notes(ret, k))
 
 
 def _record(index: int, r: dict[str, Any]) -> str:
@@ -172,3 +174,22 @@ def trace_html(records: list[dict[str, Any]], title: str = "memfactory memory tr
         "reference answer is <mark>marked</mark> in each chunk (click to open) and memory.</p>"
         f"{body}</body></html>\n"
     )
+
+
+def trace_text(r: dict[str, Any]) -> str:
+    """One trajectory as plain text (for dashboards that show text, e.g. SwanLab): each chunk read and the memory
+    after it, with what the step did with the reference answer, then the answer and the rewards."""
+    references = [str(a) for a in r.get("answers") or []]
+    ret = retention(r)
+    lines = [f"question: {r.get('question', '')}", f"references: {' | '.join(references) or '(none)'}"]
+    steps: list[tuple[str | None, str]] = list(memory_steps(r)) or [(None, str(m)) for m in r.get("memories") or []]
+    for k, (chunk, memory) in enumerate(steps, 1):
+        notes = _step_notes(ret, k) if chunk is not None else []
+        if chunk is not None:
+            lines += ["", f"--- chunk {k}/{len(steps)} read ---", chunk]
+        lines += [f"--- memory after chunk {k}/{len(steps)}{' (' + '; '.join(w for _, w in notes) + ')' if notes else ''} ---", memory or "(empty)"]
+    lines += ["", "--- answer ---", str(r.get("answer", "")) or "(empty)"]
+    scored = r.get("scores") or r.get("rewards") or {}
+    if scored:
+        lines.append(", ".join(f"{k}={'n/a' if v is None else f'{v:.3f}'}" for k, v in scored.items()))
+    return "\n".join(lines)

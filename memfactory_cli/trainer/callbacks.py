@@ -1,7 +1,8 @@
-"""What a run leaves behind and shows: metrics.jsonl, rollouts.jsonl, SwanLab, the progress bar, final/.
+"""What a run leaves behind and shows: metrics.jsonl, rollouts.jsonl, curves.png, SwanLab (metrics and memory
+traces as text), the progress bar, final/.
 
-Switched-off outputs are null objects (``NullSink``, no SwanLab callback), so the training code never branches on
-logging settings.
+Switched-off outputs are null objects (``NullSink``, no SwanLab callback, no trace mirror), so the training code
+never branches on logging settings.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import math
 import os
 import random
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,18 +39,38 @@ class JsonlSink:
 
 
 class RolloutSink:
-    """Writes ``samples`` trajectories per step (question, memory after each chunk, answer, rewards)."""
+    """Writes ``samples`` trajectories per step (question, chunks read, memory after each, answer, rewards), and
+    hands the same records to each mirror (``SwanLabTraces``)."""
 
-    def __init__(self, path: Path, samples: int, seed: int = 0):
+    def __init__(self, path: Path, samples: int, seed: int = 0, mirrors: list[Any] | None = None):
         self.sink = JsonlSink(path)
         self.samples = samples
         self.seed = seed
+        self.mirrors = list(mirrors or [])
 
     def write(self, step: int, trajectories: list[Any]) -> None:
         rng = random.Random(self.seed * 1_000_003 + step)  # seeded per step: a resumed run picks the same samples
         picked = rng.sample(range(len(trajectories)), min(self.samples, len(trajectories)))
-        for i in sorted(picked):
-            self.sink.append({"step": step, "slot": i, **trajectories[i].to_record()})
+        records = [{"step": step, "slot": i, **trajectories[i].to_record()} for i in sorted(picked)]
+        for record in records:
+            self.sink.append(record)
+        for mirror in self.mirrors:
+            mirror.write(step, records)
+
+
+class SwanLabTraces:
+    """The sampled memory traces as ``swanlab.Text`` (``report.trace_text``), one per trajectory under
+    ``memory_traces``, so SwanLab's dashboard shows them beside the charts. Logs only while a SwanLab run is open
+    (the SwanLab callback opens it at train begin)."""
+
+    def write(self, step: int, records: list[dict[str, Any]]) -> None:
+        import swanlab
+
+        from memfactory_cli.report import trace_text
+
+        if records and swanlab.has_run():
+            texts = [swanlab.Text(trace_text(r), caption=f"step {step} · slot {r['slot']} · question {r.get('id')}") for r in records]
+            swanlab.log({"memory_traces": texts}, step=step)
 
 
 class NullSink:
@@ -71,6 +93,49 @@ class MetricsCallback(TrainerCallback):
                 value = None
             record[RENAMES.get(key, key)] = value
         self.sink.append(record)
+
+
+class CurvesCallback(TrainerCallback):
+    """``curves.png`` redrawn from ``metrics.jsonl`` at every logged step and at the end (so a resumed run's picture
+    has its earlier steps too). Must come after ``MetricsCallback``. A plotting error is one warning line, never
+    the end of the run."""
+
+    def __init__(self, metrics: Path, png: Path):
+        self.metrics = metrics
+        self.png = png
+        self.warned: set[str] = set()
+
+    def draw(self) -> None:
+        from memfactory_cli.report.curves import plot_curves
+
+        try:
+            plot_curves(_read_jsonl(self.metrics), self.png)
+        except Exception as exc:  # noqa: BLE001 - the picture is a convenience; training goes on
+            message = f"{type(exc).__name__}: {exc}"
+            if message not in self.warned:
+                self.warned.add(message)
+                print(f"warning: could not draw {self.png}: {message}", file=sys.stderr)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs and "loss" in logs:
+            self.draw()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.draw()
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The complete JSON lines of ``path`` ([] before the first), skipping a torn one."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 class ProgressCallback(TrainerCallback):
