@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from memfactory_cli.report.retention import describe as describe_retention
+
 # The headline metric of a set: the judge when there is one (MemFactory's choice), RULER's score for RULER sets,
 # else sub-EM (what MemAgent's published accuracies are, inferred).
 PRIMARY_ORDER = ("judge", "string_match_all", "sub_em", "f1", "em")
@@ -104,3 +106,28 @@ def to_markdown(entries: list[dict[str, Any]]) -> str:
     if sampling:
         parts.append("Sampling: " + ", ".join(f"{key}={value}" for key, value in sampling.items()))
     return "\n\n".join(parts) + "\n"
+
+
+def before_after_table(before: dict[str, Any], after: dict[str, Any], deltas: dict[str, Any]) -> str:
+    """Print the held-out before/after table of a training run (mean ± stderr, paired delta); returns its text."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"held-out, n={before['n']}, greedy")
+    for col in ("metric", "before", "after", "Δ (paired)"):
+        table.add_column(col)
+    for m, d in deltas.items():
+        b, a = before["metrics"][m], after["metrics"][m]
+        table.add_row(
+            m, f"{b['mean']:.3f} ± {b['stderr']:.3f}", f"{a['mean']:.3f} ± {a['stderr']:.3f}", f"{d['mean']:+.3f} ± {d['stderr']:.3f}"
+        )
+    rb, ra = before.get("retention"), after.get("retention")
+    if rb or ra:  # answer retention (report.retention): seen answers still in the final memory
+        finals = [None if r is None else r["final"] for r in (rb, ra)]
+        change = "-" if None in finals else f"{finals[1] - finals[0]:+.3f} (unpaired)"
+        table.add_row("retention (final)", describe_retention(rb), describe_retention(ra), change)
+    console = Console()
+    console.print(table)
+    with console.capture() as cap:
+        console.print(table)
+    return cap.get()
