@@ -223,5 +223,5 @@ def test_before_after_eval_reports_retention(tmp_path, capsys):
     before, after = summary["retention"]["before"], summary["retention"]["after"]
     assert before["trajectories"] == after["trajectories"] == 4  # data.synth.n_eval questions, one greedy sample each
     assert {"final", "seen", "per_chunk", "first_seen"} <= set(before)
-    assert "retention (final)" in capsys.readouterr().out
+    assert "retention (final)" in capsys.readouterr().out  # the before/after table
     assert json.loads((out / "eval_before.json").read_text())["retention"] == before

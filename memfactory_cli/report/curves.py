@@ -51,6 +51,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     records = sorted((r for r in records if isinstance(r.get("step"), (int, float))), key=lambda r: r["step"])
     chosen = panels(records)
@@ -70,6 +71,7 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if len(keys) > 1 or title == "answer retention":
             ax.legend(fontsize=7)
         ax.grid(alpha=0.3)

@@ -150,8 +150,8 @@ def as_metrics(summary: dict[str, Any] | None) -> dict[str, float]:
 
 
 def describe(summary: dict[str, Any] | None) -> str:
-    """One line for tables: ``0.667 (4/6 seen)``, or ``-`` when there is no retention."""
+    """One line for tables: ``0.667 (6 of 8 documents showed it)``, or ``-`` when there is no retention."""
     if summary is None:
         return "-"
     final = "-" if summary["final"] is None else f"{summary['final']:.3f}"
-    return f"{final} ({summary['seen']}/{summary['trajectories']} seen)"
+    return f"{final} ({summary['seen']} of {summary['trajectories']} documents showed it)"
