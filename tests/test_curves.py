@@ -51,7 +51,7 @@ def test_curves_png_is_written_atomically(tmp_path):
 def test_curves_callback_redraws_from_the_file_and_a_plot_error_is_one_warning(tmp_path, monkeypatch, capsys):
     log = tmp_path / "metrics.jsonl"
     log.write_text("".join(json.dumps(r) + "\n" for r in metrics()) + '{"step": 4, "lo')  # torn last line
-    callback = CurvesCallback(log, tmp_path / "curves.png")
+    callback = CurvesCallback(log, tmp_path / "curves.png")  # wraps Curves, which the RMM loop calls directly
     state = types.SimpleNamespace(is_world_process_zero=True)
     callback.on_log(None, state, None, logs={"loss": 0.3})
     assert (tmp_path / "curves.png").read_bytes()[:8] == PNG

@@ -39,6 +39,8 @@ def panels(records: list[dict[str, Any]]) -> dict[str, list[str]]:
         "reward functions (mean)": rewards,
         "groups with zero reward std": ["frac_reward_zero_std"],
         "answer retention": retention,
+        "reranker reward (RMM)": ["reranker/reward"],
+        "answers of the training rollouts": ["answer/em", "answer/f1"],
         "seconds per step": list(PHASES),
         "loss": ["loss"],
     }

@@ -95,10 +95,9 @@ class MetricsCallback(TrainerCallback):
         self.sink.append(record)
 
 
-class CurvesCallback(TrainerCallback):
-    """``curves.png`` redrawn from ``metrics.jsonl`` at every logged step and at the end (so a resumed run's picture
-    has its earlier steps too). Must come after ``MetricsCallback``. A plotting error is one warning line, never
-    the end of the run."""
+class Curves:
+    """``curves.png`` redrawn from ``metrics.jsonl`` (so a resumed run's picture has its earlier steps too). A
+    plotting error is one warning line on stderr (once per distinct error), never the end of the run."""
 
     def __init__(self, metrics: Path, png: Path):
         self.metrics = metrics
@@ -116,13 +115,21 @@ class CurvesCallback(TrainerCallback):
                 self.warned.add(message)
                 print(f"warning: could not draw {self.png}: {message}", file=sys.stderr)
 
+
+class CurvesCallback(TrainerCallback):
+    """:class:`Curves` at every logged step and at the end, on the main process. Must come after
+    ``MetricsCallback``, whose line it draws."""
+
+    def __init__(self, metrics: Path, png: Path):
+        self.curves = Curves(metrics, png)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs and "loss" in logs:
-            self.draw()
+            self.curves.draw()
 
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.draw()
+            self.curves.draw()
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -73,6 +73,7 @@ def run(cfg: RecipeConfig) -> Path:
     from transformers import set_seed
 
     from memfactory_cli.report import before_after_table
+    from memfactory_cli.trainer.callbacks import Curves
 
     t = cfg.trainer
     for name in ("max_steps", "questions_per_step"):
@@ -85,7 +86,7 @@ def run(cfg: RecipeConfig) -> Path:
     model_path = resolve_model_path(cfg.model.name_or_path)
     run_dir = ensure_writable_dir(Path(cfg.output.dir))
     atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-    for stale in ("metrics.jsonl", "rollouts.jsonl", "eval_before_after.json"):
+    for stale in ("metrics.jsonl", "rollouts.jsonl", "eval_before_after.json", "curves.png"):
         (run_dir / stale).unlink(missing_ok=True)
     tokenizer = load_tokenizer(model_path)
     agent = build_agent(cfg, tokenizer)
@@ -98,6 +99,7 @@ def run(cfg: RecipeConfig) -> Path:
     before = _evaluate(agent, env, eval_rows, greedy, cfg.eval.batch_size) if eval_rows else None
 
     tracker = _swanlab(cfg, run_dir)
+    curves = Curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
     batches = _batches(len(train_rows), t.questions_per_step, t.seed)
     rollout_rng = random.Random(t.seed)
     start = time.perf_counter()
@@ -119,6 +121,7 @@ def run(cfg: RecipeConfig) -> Path:
                 "time/update_s": time.perf_counter() - rolled,
             }
             _append_jsonl(run_dir / "metrics.jsonl", [line])
+            curves.draw()
             if tracker is not None:
                 tracker.log({k: v for k, v in line.items() if k != "step"}, step=step)
             if cfg.logging.rollout_samples > 0:
