@@ -15,11 +15,11 @@ from memfactory_cli.registry import register
 from memfactory_cli.rewards.base import completion_text
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = set(string.punctuation)
+_DROP_PUNCT = str.maketrans("", "", string.punctuation)
 
 
 def normalize_answer(text: str) -> str:
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
+    text = text.lower().translate(_DROP_PUNCT)
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
@@ -59,8 +59,10 @@ punctuation around them). Whole words:
 
 
 def holds_reference(text: str, references: list[str]) -> bool:
-    """Whether any reference occurs in ``text`` (the match of :func:`reference_spans`)."""
-    return bool(reference_spans(text, references))
+    """Whether any reference occurs in ``text``: the match of :func:`reference_spans`, found on the normalised text
+    as a whole (no spans to map back), which is what retention needs for every chunk and memory of a run."""
+    padded = f" {normalize_answer(text)} "
+    return any((g := normalize_answer(str(r))) and f" {g} " in padded for r in references)
 
 
 def strip_thinking(text: str) -> str:
