@@ -134,3 +134,14 @@ def test_infer_renders_a_training_runs_rollouts_jsonl(tmp_path, capsys):
     assert page.count("<details class='traj'") == 2 and "step 3" in page and "slot 2" in page
     assert "sub_em: <b>0.000</b>" in page and "no scores" not in page
     assert "<mark>Lisbon</mark>" in page and "dropped the answer" in page
+
+
+def test_viewer_title_sums_up_each_kind_of_trajectory():
+    from memfactory_cli.report import trace_html
+
+    back = handmade(memories=[MEMORIES[0], MEMORIES[1], "weather", "Lisbon"])  # dropped after 3, stored again at 4
+    never = handmade(memories=["x"] * 4)
+    page = trace_html([back, never, handmade(answers=("Madrid",))])
+    assert "answer first in chunk 2; in the final memory, dropped after chunk 3, taken up again" in page
+    assert "answer first in chunk 2; not kept" in page and "answer not kept" in page
+    assert "answer never in the document" in page

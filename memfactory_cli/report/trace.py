@@ -97,10 +97,12 @@ def _verdict(ret: Retention | None) -> str:
     if ret.first_seen is None:
         return "<span class='badge lost'>answer never in the document</span>"
     text = f"answer first in chunk {ret.first_seen}"
-    if ret.dropped_at:
-        return f"<span class='badge dropped'>{text}; dropped after chunk {', '.join(map(str, ret.dropped_at))}</span>"
+    dropped = f"dropped after chunk {', '.join(map(str, ret.dropped_at))}"
     if ret.final:
-        return f"<span class='badge held'>{text}; kept to the end</span>"
+        again = f", {dropped}, taken up again" if ret.dropped_at else ""
+        return f"<span class='badge held'>{text}; in the final memory{again}</span>"
+    if ret.dropped_at:
+        return f"<span class='badge dropped'>{text}; {dropped}</span>"
     return f"<span class='badge lost'>{text}; not kept</span>"
 
 
