@@ -150,8 +150,9 @@ def as_metrics(summary: dict[str, Any] | None) -> dict[str, float]:
 
 
 def describe(summary: dict[str, Any] | None) -> str:
-    """One line for tables: ``0.667 (6 of 8 documents showed it)``, or ``-`` when there is no retention."""
+    """A table cell: ``0.667 (6/8 seen)``: the final share, of how many trajectories whose document showed a
+    reference (of all); ``-`` when there is no retention."""
     if summary is None:
         return "-"
     final = "-" if summary["final"] is None else f"{summary['final']:.3f}"
-    return f"{final} ({summary['seen']} of {summary['trajectories']} documents showed it)"
+    return f"{final} ({summary['seen']}/{summary['trajectories']} seen)"
