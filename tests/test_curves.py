@@ -106,3 +106,25 @@ def test_swanlab_receives_the_sampled_traces_as_text(tmp_path, monkeypatch):
     fake.running = False
     sink.write(6, [Recorded(handmade())])
     assert len(fake.logged) == 1  # no open SwanLab run: nothing logged, nothing raised
+
+
+def test_redraws_stay_within_their_time_budget_and_the_last_one_always_happens(tmp_path, monkeypatch):
+    from memfactory_cli.trainer.callbacks import Curves
+
+    now = [0.0]
+    drawn = []
+
+    def slow_plot(records, path):
+        now[0] += 1.0  # every draw takes one (fake) second
+        drawn.append(now[0])
+
+    monkeypatch.setattr("memfactory_cli.report.curves.plot_curves", slow_plot)
+    curves = Curves(tmp_path / "metrics.jsonl", tmp_path / "curves.png", budget=0.1, clock=lambda: now[0])
+    for _ in range(5):  # five logged steps of two seconds each: only the first fits 10% of the time
+        curves.draw()
+        now[0] += 2.0
+    assert drawn == [1.0]
+    now[0] = 11.0  # ten seconds after the first draw ended
+    curves.draw()
+    curves.draw(force=True)
+    assert drawn == [1.0, 12.0, 13.0]

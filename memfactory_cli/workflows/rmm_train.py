@@ -135,6 +135,7 @@ def run(cfg: RecipeConfig) -> Path:
     finally:
         if tracker is not None:
             tracker.finish()
+    curves.draw(force=True)
     agent.reranker.step()  # flush a partial batch: no gradient is dropped
     agent.training = False
     train_seconds = time.perf_counter() - start
