@@ -92,6 +92,7 @@ def test_training_run_writes_metrics_rollouts_and_a_loadable_final(tmp_path):
     out = tmp_path / "run"
     overrides = tiny_overrides(out, **{"trainer.max_steps": "2", "rewards": "[{name: 'tests.helpers:length_reward'}]"})
     run = train.build(load_recipe(None, overrides))
+    assert run.trainer.rollout_sink.mirrors == []  # logging.swanlab=disabled: no SwanLab trace mirror either
     run.trainer.train()
     final = train.save_final(run)
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
