@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from memfactory_cli.io import atomic_write_text, atomic_write_with
+from memfactory_cli.io import atomic_path, atomic_write_text
 from memfactory_cli.report.summary import before_after_table, comparison, primary_metric, to_json, to_markdown
 from memfactory_cli.report.trace import diff_html, trace_html, trace_text
 
@@ -26,5 +26,6 @@ def write_summary(out_dir: Path, entries: list[dict[str, Any]]) -> dict[str, Pat
     atomic_write_text(paths["json"], to_json(entries))
     atomic_write_text(paths["md"], to_markdown(entries))
     if entries:
-        atomic_write_with(paths["png"], lambda tmp: plot(entries, tmp))
+        with atomic_path(paths["png"]) as tmp:
+            plot(entries, tmp)
     return paths

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from memfactory_cli.io import atomic_write_with
+from memfactory_cli.io import atomic_path
 
 _REWARD = re.compile(r"^rewards/(.+)/mean$")
 PHASES = ("time/generate_s", "time/reward_s", "time/update_s")
@@ -83,5 +83,8 @@ def plot_curves(records: list[dict[str, Any]], path: Path) -> None:
         axes[0][0].text(0.5, 0.5, "no metrics logged yet", ha="center", va="center")
     fig.suptitle(f"{path.parent.name}: {len(records)} logged steps", fontsize=11)
     fig.tight_layout()
-    atomic_write_with(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)

@@ -11,6 +11,7 @@ import string
 from collections import Counter
 from typing import Any
 
+from memfactory_cli.modules.text import after_thinking
 from memfactory_cli.registry import register
 from memfactory_cli.rewards.base import completion_text
 
@@ -32,8 +33,8 @@ def reference_spans(text: str, references: list[str]) -> list[tuple[int, int]]:
     ``normalize_answer`` works word by word (it never joins or splits whitespace-separated words, except that an
     article or pure punctuation vanishes), so normalising each word of ``text`` on its own gives the same word
     sequence as normalising the whole text, and a match there maps back to the raw words it came from (without the
-punctuation around them). Whole words:
-    "Paris" is in "I moved to Paris." but not in "Parisian". Sorted, overlapping spans merged.
+    punctuation around them). Whole words: "Paris" is in "I moved to Paris." but not in "Parisian". Sorted,
+    overlapping spans merged.
     """
     words: list[tuple[str, int, int]] = []
     punct = string.punctuation
@@ -65,10 +66,6 @@ def holds_reference(text: str, references: list[str]) -> bool:
     return any((g := normalize_answer(str(r))) and f" {g} " in padded for r in references)
 
 
-def strip_thinking(text: str) -> str:
-    return text.rsplit("</think>", 1)[-1]
-
-
 def last_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` (nested braces balanced), or None."""
     start = text.rfind("\\boxed")
@@ -92,7 +89,7 @@ def last_boxed(text: str) -> str | None:
 
 def extract_answer(completion: Any) -> str | None:
     """The boxed answer after any thinking, or None when the model gave none."""
-    return last_boxed(strip_thinking(completion_text(completion)))
+    return last_boxed(after_thinking(completion_text(completion)))
 
 
 def em(prediction: str | None, references: list[str]) -> float:
@@ -147,7 +144,7 @@ def score_text(metric: str, text: Any, references: list[str]) -> float:
     """Score one reply (str or chat completion) with a named metric against all references."""
     prediction = extract_answer(text)
     if prediction is None and metric in RAW_FALLBACK:
-        prediction = strip_thinking(completion_text(text))
+        prediction = after_thinking(completion_text(text))
     return METRICS[metric](prediction, list(references))
 
 

@@ -7,7 +7,6 @@ never branches on logging settings.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -19,7 +18,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from memfactory_cli.config import to_container
+from memfactory_cli.config.schema import LoggingConfig, RecipeConfig
 from memfactory_cli.errors import UserError
+from memfactory_cli.io import append_jsonl, read_jsonl
 
 RENAMES = {"reward": "reward/mean", "reward_std": "reward/std"}
 
@@ -32,11 +34,7 @@ class JsonlSink:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, [record])
 
 
 class RolloutSink:
@@ -120,7 +118,7 @@ class Curves:
         if not force and start < self.next_at:
             return
         try:
-            plot_curves(_read_jsonl(self.metrics), self.png)
+            plot_curves(read_jsonl(self.metrics, torn_tail="drop") if self.metrics.is_file() else [], self.png)
         except Exception as exc:  # noqa: BLE001 - the picture is a convenience; training goes on
             message = f"{type(exc).__name__}: {exc}"
             if message not in self.warned:
@@ -131,8 +129,8 @@ class Curves:
 
 
 class CurvesCallback(TrainerCallback):
-    """:class:`Curves` at every logged step (within its time budget) and at the end, on the main process. Must come after
-    ``MetricsCallback``, whose line it draws."""
+    """:class:`Curves` at every logged step (within its time budget) and at the end, on the main process. Must
+    come after ``MetricsCallback``, whose line it draws."""
 
     def __init__(self, metrics: Path, png: Path):
         self.curves = Curves(metrics, png)
@@ -144,19 +142,6 @@ class CurvesCallback(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             self.curves.draw(force=True)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The complete JSON lines of ``path`` ([] before the first), skipping a torn one."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
 
 
 class ProgressCallback(TrainerCallback):
@@ -195,25 +180,54 @@ class ProgressCallback(TrainerCallback):
             self.progress.stop()
 
 
+def _swanlab_mode(mode: str) -> str | None:
+    """SwanLab's mode for ``logging.swanlab`` (None: disabled); ``cloud`` needs the API key in the environment."""
+    if mode == "disabled":
+        return None
+    if mode not in ("offline", "cloud"):
+        raise UserError(f"logging.swanlab must be offline, disabled or cloud, not '{mode}'")
+    if mode == "cloud" and not os.environ.get("SWANLAB_API_KEY"):
+        raise UserError("logging.swanlab=cloud needs the SWANLAB_API_KEY environment variable; use offline instead")
+    return "online" if mode == "cloud" else "offline"
+
+
 def swanlab_callbacks(mode: str, project: str, experiment: str, log_dir: Path, config: dict[str, Any]) -> list[Any]:
     """SwanLab through its own callback (transformers' ``report_to="swanlab"`` is broken with these versions).
 
     ``offline`` writes ``<run>/swanlog`` and never touches the network; ``cloud`` needs ``SWANLAB_API_KEY`` and
     never falls back to an interactive login; ``disabled`` returns no callback at all.
     """
-    if mode == "disabled":
+    swan_mode = _swanlab_mode(mode)
+    if swan_mode is None:
         return []
-    if mode not in ("offline", "cloud"):
-        raise UserError(f"logging.swanlab must be offline, disabled or cloud, not '{mode}'")
-    if mode == "cloud" and not os.environ.get("SWANLAB_API_KEY"):
-        raise UserError("logging.swanlab=cloud needs the SWANLAB_API_KEY environment variable; use offline instead")
     from swanlab.integration.transformers import SwanLabCallback
 
-    callback = SwanLabCallback(
-        project=project, experiment_name=experiment, mode="online" if mode == "cloud" else "offline", log_dir=str(log_dir)
-    )
+    callback = SwanLabCallback(project=project, experiment_name=experiment, mode=swan_mode, log_dir=str(log_dir))
     callback.update_config({"recipe": config})
     return [callback]
+
+
+def swanlab_run(logging: LoggingConfig, run_dir: Path, cfg: RecipeConfig) -> Any:
+    """A SwanLab run for a loop outside the HF Trainer (``trainer/reinforce.py``), or None when disabled."""
+    swan_mode = _swanlab_mode(logging.swanlab)
+    if swan_mode is None:
+        return None
+    import swanlab
+
+    return swanlab.init(
+        project=logging.project, name=logging.experiment or run_dir.name, mode=swan_mode,
+        log_dir=str(run_dir / "swanlog"), config={"recipe": to_container(cfg)},
+    )
+
+
+def finish_swanlab(mode: str) -> None:
+    """Close the SwanLab run the callback opened (also after an error), so its files are complete."""
+    if mode == "disabled":
+        return
+    import swanlab
+
+    if swanlab.has_run():
+        swanlab.finish()
 
 
 class InterruptCallback(TrainerCallback):
