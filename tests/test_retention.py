@@ -36,7 +36,8 @@ def test_handmade_trajectory_retention_is_exactly_seen_at_2_kept_at_3_dropped_at
     assert (r.first_seen, r.seen_in, r.dropped_at, r.not_kept_at, r.final) == (2, [2], [4], [], False)
     summary = ret.summarise_records([handmade()])
     assert summary["final"] == 0.0 and summary["seen"] == summary["trajectories"] == 1
-    assert summary["first_seen"] == {2: 1}
+    assert summary["first_seen"] == [{"chunk": 2, "n": 1}]
+    assert json.loads(json.dumps(summary)) == summary  # summary.json reads back equal (resumed evals compare them)
     assert summary["per_chunk"] == [{"chunk": 2, "n": 1, "held": 1.0}, {"chunk": 3, "n": 1, "held": 1.0}, {"chunk": 4, "n": 1, "held": 0.0}]
     metrics = ret.as_metrics(summary)
     assert metrics["retention/final"] == 0.0 and metrics["retention/chunk_3"] == 1.0 and "retention/chunk_1" not in metrics

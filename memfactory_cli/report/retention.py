@@ -126,7 +126,7 @@ def summarise(c: dict[str, Any]) -> dict[str, Any] | None:
         "seen": c["seen"],
         "seen_share": c["seen"] / c["trajectories"],
         "final": _share(c["final_held"], c["seen"]),
-        "first_seen": {int(k): c["first_seen"][k] for k in sorted(c["first_seen"])},
+        "first_seen": [{"chunk": int(k), "n": c["first_seen"][k]} for k in sorted(c["first_seen"])],  # lists: JSON-stable
         "per_chunk": [{"chunk": int(k), "n": c["seen_by"][k], "held": _share(c["held"][k], c["seen_by"][k])} for k in chunks],
     }
 

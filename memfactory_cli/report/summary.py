@@ -58,7 +58,7 @@ def _retention_row(entry: dict[str, Any]) -> list[str]:
         entry["model"],
         _share(r["final"]),
         f"{r['seen']} / {r['trajectories']}",
-        ", ".join(f"{k}: {n}" for k, n in r["first_seen"].items()) or "-",
+        ", ".join(f"{p['chunk']}: {p['n']}" for p in r["first_seen"]) or "-",
         ", ".join(f"{p['chunk']}: {_share(p['held'])}" for p in r["per_chunk"]) or "-",
     ]
 
