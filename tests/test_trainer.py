@@ -92,6 +92,7 @@ def test_training_run_writes_metrics_rollouts_and_a_loadable_final(tmp_path):
     out = tmp_path / "run"
     overrides = tiny_overrides(out, **{"trainer.max_steps": "2", "rewards": "[{name: 'tests.helpers:length_reward'}]"})
     run = train.build(load_recipe(None, overrides))
+    assert run.trainer.rollout_sink.mirrors == []  # logging.swanlab=disabled: no SwanLab trace mirror either
     run.trainer.train()
     final = train.save_final(run)
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -99,8 +100,12 @@ def test_training_run_writes_metrics_rollouts_and_a_loadable_final(tmp_path):
     required = {"step", "reward/mean", "reward/std", "loss", "rows", "trajectories", "turns/mean", "time/generate_s", "time/update_s"}
     assert required <= set(lines[0])
     assert lines[0]["rows"] > lines[0]["trajectories"] == 4
+    assert {"retention/final", "retention/seen"} <= set(lines[0])  # None when no document showed its answer
+    assert lines[0]["retention/seen"] is not None
     rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
-    assert rollouts and {"memories", "answer", "reward", "step"} <= set(rollouts[0])
+    assert rollouts and {"chunks", "memories", "answer", "reward", "step"} <= set(rollouts[0])
+    assert len(rollouts[0]["chunks"]) == len(rollouts[0]["memories"]) > 0
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # drawn at each logged step
     assert load_recipe(out / "config.yaml") == run.cfg
     reloaded = AutoModelForCausalLM.from_pretrained(final).state_dict()
     trained = run.trainer.model.state_dict()
@@ -356,3 +361,15 @@ def test_the_17b_recipe_at_paper_shapes_completes_one_step_on_cpu(tmp_path):
     assert run.trainer.state.global_step == 1
     line = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert line["rows"] >= 4 * 7 and torch.isfinite(torch.tensor(line["loss"]))
+
+
+def test_before_after_eval_reports_retention(tmp_path, capsys):
+    out = tmp_path / "run"
+    overrides = tiny_overrides(out, **{"trainer.eval_before_after": "true", "rewards": "[{name: 'tests.helpers:length_reward'}]"})
+    train.run(None, overrides)
+    summary = json.loads((out / "eval_before_after.json").read_text())
+    before, after = summary["retention"]["before"], summary["retention"]["after"]
+    assert before["trajectories"] == after["trajectories"] == 4  # data.synth.n_eval questions, one greedy sample each
+    assert {"final", "seen", "per_chunk", "first_seen"} <= set(before)
+    assert "retention (final)" in capsys.readouterr().out  # the before/after table
+    assert json.loads((out / "eval_before.json").read_text())["retention"] == before

@@ -2,8 +2,10 @@
 (MemAgent: the memory after each chunk; Memory-R1 and RMM: the memories the answer saw, built from the document read
 as a conversation).
 
-``--html`` also writes the self-contained memory-trace viewer; ``--from results.jsonl`` renders the rows of an
-earlier ``memfactory eval`` instead of running a model.
+``--html`` also writes the self-contained memory-trace viewer (each chunk beside the memory it led to, the reference
+answer marked, the step that dropped it flagged); ``--from results.jsonl`` renders the rows of an earlier
+``memfactory eval``, ``--from runs/x/rollouts.jsonl`` the sampled trajectories of a training run, instead of running a
+model.
 """
 
 from __future__ import annotations
@@ -15,8 +17,7 @@ from memfactory_cli.agents.base import Request
 from memfactory_cli.config import load_recipe
 from memfactory_cli.errors import UserError
 from memfactory_cli.io import read_jsonl, read_text_file
-from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
-from memfactory_cli.workflows.common import build_agent, build_env, eval_generator
+from memfactory_cli.workflows.common import build_env, eval_generator, load_policy
 
 
 def write_html(path: str, records: list[dict[str, Any]], title: str) -> Path:
@@ -31,7 +32,7 @@ def write_html(path: str, records: list[dict[str, Any]], title: str) -> Path:
 
 
 def read_results(path: str, sets: list[str] | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-    """The rows of a results.jsonl (or any JSONL of trajectory records), optionally of some sets only."""
+    """The rows of a results.jsonl or rollouts.jsonl (any JSONL of trajectory records), optionally of some sets only."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--from {path}: file not found")
@@ -70,16 +71,19 @@ def run(
     from rich.panel import Panel
 
     cfg = load_recipe(recipe, overrides)
-    if model:
-        cfg.model.name_or_path = model
     context = read_text_file(doc, "document")
     if not question.strip():
         raise UserError("--question must not be empty")
+<<<<<<< HEAD
     device = resolve_device(cfg.trainer.device)
     model_path = resolve_model_path(cfg.model.name_or_path)
     tokenizer = load_tokenizer(model_path)
     agent = build_agent(cfg, tokenizer)
     lm = load_model(cfg.model, device, model_path, inference=True).eval()
+=======
+    policy = load_policy(cfg, model)
+    agent, tokenizer, lm = policy.agent, policy.tokenizer, policy.load()
+>>>>>>> main
     request = Request(question, context, list(references or []))
     (response,) = agent.respond(request, eval_generator(lm, tokenizer, cfg.eval, cfg.generation))
     trajectory = response.trajectory

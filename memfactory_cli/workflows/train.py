@@ -29,7 +29,7 @@ from memfactory_cli.trainer.config import (
     world_size,
 )
 from memfactory_cli.workflows import launch
-from memfactory_cli.workflows.common import build_agent, build_env, eval_generator
+from memfactory_cli.workflows.common import build_agent, build_env, eval_generator, load_policy
 from memfactory_cli.workflows.resume import prepare_run_dir
 
 
@@ -54,10 +54,12 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
     from transformers.trainer_callback import ProgressCallback as HFProgress
 
     from memfactory_cli.trainer.callbacks import (
+        CurvesCallback,
         MetricsCallback,
         NullSink,
         ProgressCallback,
         RolloutSink,
+        SwanLabTraces,
         swanlab_callbacks,
     )
     from memfactory_cli.trainer.grpo import MemGRPOTrainer
@@ -82,14 +84,15 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
     torch.manual_seed(cfg.trainer.seed)
     model = load_model(cfg.model, device, model_path, autocast=resolve_bf16(str(cfg.trainer.bf16), device))
 
-    if rollout_sink is None:
-        samples = cfg.logging.rollout_samples
-        rollout_sink = RolloutSink(run_dir / "rollouts.jsonl", samples, cfg.trainer.seed) if samples > 0 else NullSink()
-    callbacks = [MetricsCallback(run_dir / "metrics.jsonl")]
-    callbacks += [ProgressCallback()] if cfg.logging.progress else []
-    callbacks += swanlab_callbacks(
+    dashboards = swanlab_callbacks(
         cfg.logging.swanlab, cfg.logging.project, cfg.logging.experiment or run_dir.name, run_dir / "swanlog", to_container(cfg)
     )
+    if rollout_sink is None:
+        samples, mirrors = cfg.logging.rollout_samples, [SwanLabTraces()] if dashboards else []
+        rollout_sink = RolloutSink(run_dir / "rollouts.jsonl", samples, cfg.trainer.seed, mirrors) if samples > 0 else NullSink()
+    callbacks = [MetricsCallback(run_dir / "metrics.jsonl"), CurvesCallback(run_dir / "metrics.jsonl", run_dir / "curves.png")]
+    callbacks += [ProgressCallback()] if cfg.logging.progress else []
+    callbacks += dashboards
     trainer = MemGRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -161,7 +164,7 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
         if launch.is_main_process():
             _report_before_after(training.run_dir, before, after, train_seconds)
     if launch.is_main_process():
-        print(f"run directory: {training.run_dir}  (final model: {final})")
+        print(f"run directory: {training.run_dir}  (final model: {final}, curves: {training.run_dir / 'curves.png'})")
     return training.run_dir
 
 
@@ -179,16 +182,15 @@ def run_reinforce(cfg: RecipeConfig) -> Path:
     from memfactory_cli.workflows.common import training_sampling
     from memfactory_cli.workflows.evaluate import evaluate_rows
 
-    device = resolve_device(cfg.trainer.device)
     env = build_env(cfg)
     train_rows = env.rows("train")
     eval_rows = env.rows("eval") if cfg.trainer.eval_before_after else []
-    model_path = resolve_model_path(cfg.model.name_or_path)
+    policy = load_policy(cfg)
+    agent, tokenizer = policy.agent, policy.tokenizer
     run_dir = ensure_writable_dir(Path(cfg.output.dir))
     prepare_run_dir(run_dir, cfg, None)
-    tokenizer = load_tokenizer(model_path)
-    agent = build_agent(cfg, tokenizer)
     set_seed(cfg.trainer.seed)
+<<<<<<< HEAD
     model = load_model(cfg.model, device, model_path, inference=True).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -196,6 +198,11 @@ def run_reinforce(cfg: RecipeConfig) -> Path:
         model, tokenizer, training_sampling(cfg.generation), max_batch=cfg.eval.batch_size, kv_budget=cfg.generation.kv_cache_budget
     )
     greedy = eval_generator(model, tokenizer, cfg.eval, cfg.generation)
+=======
+    model = policy.load(frozen=True)
+    sampler = HFGenerator(model, tokenizer, training_sampling(cfg.generation), max_batch=cfg.eval.batch_size)
+    greedy = eval_generator(model, tokenizer, cfg.eval)
+>>>>>>> main
     trainer = ReinforceTrainer(cfg, agent, env, train_rows, sampler, run_dir)
     before = evaluate_rows(agent, env, eval_rows, greedy, batch_questions=cfg.eval.batch_size) if eval_rows else None
     start = time.perf_counter()
@@ -252,7 +259,7 @@ def _before_eval(training: TrainingRun) -> dict[str, Any] | None:
         print("note: no eval_before.json from the start of this run; skipping the before/after comparison")
         return None
     before = _evaluate(training)
-    kept = {k: before[k] for k in ("n", "metrics", "per_question")}
+    kept = {k: before[k] for k in ("n", "metrics", "per_question", "retention")}
     if launch.is_main_process():
         atomic_write_text(path, json.dumps(kept))
     return kept
