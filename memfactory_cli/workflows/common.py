@@ -23,8 +23,9 @@ class Policy:
     agent: Any
 
     def load(self, frozen: bool = True) -> Any:
-        """The weights, in eval mode; ``frozen`` also turns their gradients off (nothing of the LLM learns)."""
-        model = load_model(self.model_cfg, self.device, self.path).eval()
+        """The weights for inference (bf16 on CUDA for fp32 recipes: ``models.loading.inference_dtype``), in eval mode;
+        ``frozen`` also turns their gradients off (nothing of the LLM learns)."""
+        model = load_model(self.model_cfg, self.device, self.path, inference=True).eval()
         if frozen:
             for p in model.parameters():
                 p.requires_grad_(False)

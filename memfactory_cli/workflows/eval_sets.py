@@ -261,17 +261,12 @@ def _run(
         lm = None
         for name in set_names:
             if any((name, label, q, s) not in log for q in range(len(rows[name])) for s in range(k)) and lm is None:
-<<<<<<< HEAD
-                lm = load_model(dataclasses.replace(cfg.model, name_or_path=label), device, path, inference=True).eval()
+                lm = policy.load()
             generator = (
                 HFGenerator(lm, tokenizer, sampling, max_batch=cfg.eval.batch_size, kv_budget=cfg.generation.kv_cache_budget)
                 if lm is not None
                 else _NoGenerator(sampling)
             )
-=======
-                lm = policy.load()
-            generator = HFGenerator(lm, tokenizer, sampling, max_batch=cfg.eval.batch_size) if lm is not None else _NoGenerator(sampling)
->>>>>>> main
             set_seed(cfg.trainer.seed)
             entries.append(evaluate_set(log, name, label, rows[name], agent, env, generator, cfg, k, progress))
             write_summary(out_dir, entries)

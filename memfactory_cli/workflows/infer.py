@@ -74,16 +74,8 @@ def run(
     context = read_text_file(doc, "document")
     if not question.strip():
         raise UserError("--question must not be empty")
-<<<<<<< HEAD
-    device = resolve_device(cfg.trainer.device)
-    model_path = resolve_model_path(cfg.model.name_or_path)
-    tokenizer = load_tokenizer(model_path)
-    agent = build_agent(cfg, tokenizer)
-    lm = load_model(cfg.model, device, model_path, inference=True).eval()
-=======
     policy = load_policy(cfg, model)
     agent, tokenizer, lm = policy.agent, policy.tokenizer, policy.load()
->>>>>>> main
     request = Request(question, context, list(references or []))
     (response,) = agent.respond(request, eval_generator(lm, tokenizer, cfg.eval, cfg.generation))
     trajectory = response.trajectory

@@ -216,17 +216,9 @@ def build_service(recipe: str | None, overrides: list[str], model: str | None, m
     problem = policy.agent.serve_problem() if mode == "agent" else None
     if problem:
         raise UserError(f"agent '{cfg.agent.name}' cannot serve requests: {problem}")
-<<<<<<< HEAD
-    lm = load_model(
-        dataclasses.replace(cfg.model, name_or_path=label), resolve_device(cfg.trainer.device), path, inference=True
-    ).eval()
-    served = name or label.rstrip("/").split("/")[-1]
-    return Service(served, mode, lm, tokenizer, agent, eval_sampling(cfg.eval), max_batch=cfg.eval.batch_size)
-=======
     served = name or policy.model_cfg.name_or_path.rstrip("/").split("/")[-1]
     lm = policy.load()
     return Service(served, mode, lm, policy.tokenizer, policy.agent, eval_sampling(cfg.eval), max_batch=cfg.eval.batch_size)
->>>>>>> main
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -190,19 +190,11 @@ def run_reinforce(cfg: RecipeConfig) -> Path:
     run_dir = ensure_writable_dir(Path(cfg.output.dir))
     prepare_run_dir(run_dir, cfg, None)
     set_seed(cfg.trainer.seed)
-<<<<<<< HEAD
-    model = load_model(cfg.model, device, model_path, inference=True).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = policy.load(frozen=True)
     sampler = HFGenerator(
         model, tokenizer, training_sampling(cfg.generation), max_batch=cfg.eval.batch_size, kv_budget=cfg.generation.kv_cache_budget
     )
     greedy = eval_generator(model, tokenizer, cfg.eval, cfg.generation)
-=======
-    model = policy.load(frozen=True)
-    sampler = HFGenerator(model, tokenizer, training_sampling(cfg.generation), max_batch=cfg.eval.batch_size)
-    greedy = eval_generator(model, tokenizer, cfg.eval)
->>>>>>> main
     trainer = ReinforceTrainer(cfg, agent, env, train_rows, sampler, run_dir)
     before = evaluate_rows(agent, env, eval_rows, greedy, batch_questions=cfg.eval.batch_size) if eval_rows else None
     start = time.perf_counter()
