@@ -124,7 +124,9 @@ def frozen_role(name: str, device: str, dtype: str) -> Role:
     return Role(tokenizer, HFGenerator(model, tokenizer, SamplingParams(do_sample=False)))
 
 
-def _mean_scores(scores: list[dict[str, float]]) -> dict[str, float] | None:
+def _mean_scores(scores: list[dict[str, float | None]]) -> dict[str, float] | None:
+    """The mean over a state's questions that have a gold answer; None when none has (no outcome, not 0)."""
+    scores = [s for s in scores if None not in s.values()]
     if not scores:
         return None
     return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
@@ -375,13 +377,14 @@ class MemoryR1Agent:
         return {i for i in (tok.eos_token_id, tok.pad_token_id, tok.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int) and i != tok.unk_token_id}
 
     def rollout_metrics(self, trajectories: list[Trajectory]) -> dict[str, float]:
-        """Operation rates (per operation over all operations), invalid-plan rate, answer format rate, bank size."""
+        """Operation rates (per operation over all operations; absent when no plan had one), invalid-plan rate,
+        answer format rate, bank size."""
         metrics: dict[str, float] = {}
         managed = [t.extras for t in trajectories if "mr1_ops" in t.extras]
         if managed:
             total = sum(sum(x["mr1_ops"].values()) for x in managed)
-            for op in OPS:
-                metrics[f"ops/{op.lower()}_rate"] = sum(x["mr1_ops"][op] for x in managed) / total if total else 0.0
+            for op in OPS if total else ():  # no operation at all: the shares are undefined, not 0
+                metrics[f"ops/{op.lower()}_rate"] = sum(x["mr1_ops"][op] for x in managed) / total
             metrics["ops/invalid_rate"] = sum(not x["mr1_format"] for x in managed) / len(managed)
             metrics["ops/per_turn"] = total / len(managed)
         answered = [t.extras for t in trajectories if "mr1_reply" in t.extras]

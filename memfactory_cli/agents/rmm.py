@@ -361,15 +361,20 @@ class RMMAgent:
             t.cited = parsed.value if parsed.ok else None
             t.stats["citation/missing"] = float(not parsed.ok)
             t.stats["citation/out_of_range"] = float(parsed.dropped)
-            t.extras.update(rmm_answer=text, rmm_selected=len(t.selected), rmm_cited=len(t.cited or []))
+            # no citation group: no citation count (None), never "cited nothing"
+            t.extras.update(rmm_answer=text, rmm_selected=len(t.selected), rmm_cited=None if t.cited is None else len(t.cited))
 
     @staticmethod
     def _score(t: RMMTrajectory, bank: rf.TopicBank) -> None:
-        """recall@k / recall@m: is any gold evidence turn referenced by a retrieved / kept entry (None: no gold)."""
+        """recall@k / recall@m: is any gold evidence turn referenced by a retrieved / kept entry.
+
+        None when there is no gold evidence, or when the bank is empty (reflection stored nothing: nothing was
+        retrieved, so retrieval is not measured; ``bank/empty`` counts it)."""
         gold = gold_turns(t.episode.row)
+        t.stats["bank/empty"] = float(not bank.entries)
 
         def hit(positions: list[int]) -> float | None:
-            if not gold:
+            if not gold or not bank.entries:
                 return None
             return float(any(gold & set(bank.entries[b].refs) for b in positions))
 
@@ -377,20 +382,26 @@ class RMMAgent:
 
     # -- learning -----------------------------------------------------------------------------------------------------
     def learn(self, trajectories: list[Trajectory]) -> dict[str, float]:
-        """Retrospective reflection: REINFORCE on every trajectory whose reply cited (or said NO_CITE)."""
-        losses, rewards, used = [], [], 0
+        """Retrospective reflection: REINFORCE on every trajectory whose reply cited (or said NO_CITE).
+
+        Trajectories without a citation group (or with nothing kept) give no signal: they are counted in
+        ``reranker/skipped``, and loss/reward are absent when no trajectory was used (never a 0 that reads as one).
+        """
+        losses, rewards, used, skipped = [], [], 0, 0
         for t in trajectories:
-            if not isinstance(t, RMMTrajectory) or t.cited is None or not t.selected:
+            if not isinstance(t, RMMTrajectory):
+                continue
+            if t.cited is None or not t.selected:
+                skipped += 1
                 continue
             r = [1.0 if p in t.cited else -1.0 for p in range(len(t.selected))]
             losses.append(self.reranker.reinforce(t.query_embedding, t.candidate_embeddings, t.selected, r))
             rewards += r
             used += 1
-        return {
-            "reranker/loss": sum(losses) / len(losses) if losses else 0.0,
-            "reranker/reward": sum(rewards) / len(rewards) if rewards else 0.0,
-            "reranker/updates": float(used),
-        }
+        out = {"reranker/updates": float(used), "reranker/skipped": float(skipped)}
+        if used:
+            out.update({"reranker/loss": sum(losses) / len(losses), "reranker/reward": sum(rewards) / len(rewards)})
+        return out
 
     def rollout_metrics(self, trajectories: list[Trajectory]) -> dict[str, float]:
         """Means over trajectories of the reflection, citation and retrieval counters (logged every step)."""

@@ -15,6 +15,7 @@ from memfactory_cli.data import dialogues
 from memfactory_cli.data.sources import load_split
 from memfactory_cli.errors import UserError
 from memfactory_cli.registry import register
+from memfactory_cli.rewards.memory_r1 import gold
 from memfactory_cli.rewards.qa import score_text
 
 ANSWER_METRICS = ("em", "f1")
@@ -57,5 +58,7 @@ class MultiSessionEnv:
         return ANSWER_METRICS + RETRIEVAL_METRICS
 
     @staticmethod
-    def score(answer: str, references: list[str], metrics: tuple[str, ...]) -> dict[str, float]:
-        return {name: score_text(name, answer, references) for name in metrics if name in ANSWER_METRICS}
+    def score(answer: str, references: list[str], metrics: tuple[str, ...]) -> dict[str, float | None]:
+        """Answer metrics of the boxed answer; ``None`` when the row has no gold answer to compare with."""
+        refs = gold(references)
+        return {name: score_text(name, answer, refs) if refs else None for name in metrics if name in ANSWER_METRICS}

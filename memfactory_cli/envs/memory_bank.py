@@ -132,6 +132,7 @@ class MemoryBankEnv:
     """Conversation QA rows for the Memory-R1 (and RMM) agents; answers are scored by EM, F1 and BLEU-1."""
 
     group_by = "meta.category"  # `memfactory eval` also reports every metric per LoCoMo category
+    answers_parsed = True  # trajectories carry the parsed final answer (no \\boxed{}): the judge takes it as it is
 
     def __init__(self, data: DataConfig):
         self.data = data

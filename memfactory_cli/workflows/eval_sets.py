@@ -25,7 +25,7 @@ from memfactory_cli.generation.base import HFGenerator, SamplingParams
 from memfactory_cli.io import atomic_write_text, ensure_writable_dir
 from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
 from memfactory_cli.workflows.common import build_agent, build_env
-from memfactory_cli.workflows.evaluate import rollout_pairs, summarise, summarise_groups
+from memfactory_cli.workflows.evaluate import rollout_pairs, summarise, summarise_groups, unscored
 
 Key = tuple[str, str, int, int]
 
@@ -125,10 +125,14 @@ def _judge_identity(options: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"backend": judge.backend, "model": judge.model, "template": judge.template}
 
 
-def _judge_scores(rows: list[dict[str, Any]], options: dict[str, Any], ruler: bool) -> list[float | None]:
+def _judge_scores(rows: list[dict[str, Any]], options: dict[str, Any], env: Any, ruler: bool) -> list[float | None]:
+    """Judge verdicts; an env whose answers are already parsed (``answers_parsed``: Memory-R1's text after
+    ``**Answer:**``) is judged on that answer, never asked for a ``\\boxed{}`` it cannot have."""
     from memfactory_cli.rewards.judge import judge_texts
 
     args = {"match": "all" if ruler else "any", **options}
+    if getattr(env, "answers_parsed", False):
+        args["require_boxed"] = False
     scores, _, _ = judge_texts([r["answer"] for r in rows], [r["answers"] for r in rows], [r["question"] for r in rows], **args)
     return scores
 
@@ -156,7 +160,7 @@ def evaluate_set(
     batch = max(1, cfg.eval.questions_per_rollout) * k
     for records in rollout_pairs(agent, env, rows, generator, missing, base_metrics, batch):
         if cfg.eval.judge:
-            for r, score in zip(records, _judge_scores(records, dict(cfg.eval.judge), "string_match_all" in base_metrics)):
+            for r, score in zip(records, _judge_scores(records, dict(cfg.eval.judge), env, "string_match_all" in base_metrics)):
                 r["scores"]["judge"] = score
         log.append([{"set": set_name, "model": label, **r} for r in records])
         progress(f"{set_name} x {label}: {len(log.select(set_name, label))}/{total} rows ({time.perf_counter() - start:.1f} s)")
@@ -174,6 +178,7 @@ def evaluate_set(
         "source": set_source(set_name),
         "sampling": dataclasses.asdict(generator.sampling),
         "judge": _judge_identity(cfg.eval.judge),
+        "unscored": unscored(done, metrics),
         **({"by_group": groups} if groups else {}),
     }
 

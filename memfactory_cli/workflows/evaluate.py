@@ -73,6 +73,13 @@ def summarise(
     return per_question, summary
 
 
+def unscored(records: list[dict[str, Any]], metrics: tuple[str, ...]) -> dict[str, int]:
+    """Per metric, the rows that have no score (``None`` or absent: no judge verdict, no gold, no retrieval); a
+    summary reports them beside the means, so a missing score is never mistaken for a low one."""
+    counts = {m: sum(r["scores"].get(m) is None for r in records) for m in metrics}
+    return {m: n for m, n in counts.items() if n}
+
+
 def field_of(row: dict[str, Any], path: str) -> Any:
     """A row's value at a dotted path (``meta.category``), or None."""
     value: Any = row
@@ -107,7 +114,7 @@ def evaluate_rows(
     pairs = [(q, s) for q in range(len(rows)) for s in range(k)]
     records = [r for batch in rollout_pairs(agent, env, rows, generator, pairs, metrics, batch_questions * k) for r in batch]
     per_question, summary = summarise(records, metrics, len(rows), k)
-    out = {"n": len(rows), "k": k, "metrics": summary, "per_question": per_question, "records": records}
+    out = {"n": len(rows), "k": k, "metrics": summary, "unscored": unscored(records, metrics), "per_question": per_question, "records": records}
     if getattr(env, "group_by", None):
         out["by_group"] = {"by": env.group_by, "groups": summarise_groups(records, rows, metrics, k, env.group_by)}
     return out

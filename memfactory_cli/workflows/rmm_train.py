@@ -108,13 +108,12 @@ def run(cfg: RecipeConfig) -> Path:
             trajectories = agent.rollout(agent.episodes([train_rows[i] for i in next(batches)]), sampler)
             rolled = time.perf_counter()
             learned = agent.learn(trajectories)
-            answers = [env.score(tr.answer, tr.episode.row["answers"], ("em", "f1")) for tr in trajectories]
+            answers = [s for tr in trajectories if None not in (s := env.score(tr.answer, tr.episode.row["answers"], ("em", "f1"))).values()]
             line = {
                 "step": step,
                 **learned,
                 **agent.rollout_metrics(trajectories),
-                "answer/em": sum(a["em"] for a in answers) / len(answers),
-                "answer/f1": sum(a["f1"] for a in answers) / len(answers),
+                **({"answer/em": sum(a["em"] for a in answers) / len(answers), "answer/f1": sum(a["f1"] for a in answers) / len(answers)} if answers else {}),
                 "time/generate_s": rolled - step_start,
                 "time/update_s": time.perf_counter() - rolled,
             }
@@ -125,7 +124,7 @@ def run(cfg: RecipeConfig) -> Path:
                 picked = rollout_rng.sample(trajectories, min(cfg.logging.rollout_samples, len(trajectories)))
                 _append_jsonl(run_dir / "rollouts.jsonl", [{"step": step, **tr.to_record()} for tr in picked])
             if cfg.logging.progress:
-                print(f"step {step}/{t.max_steps}  reward {line['reranker/reward']:+.3f}  recall@m {line.get('retrieval/recall@m', float('nan')):.3f}")
+                print(f"step {step}/{t.max_steps}  reward {line.get('reranker/reward', float('nan')):+.3f}  recall@m {line.get('retrieval/recall@m', float('nan')):.3f}")
             if t.save_steps > 0 and step % t.save_steps == 0:
                 with atomic_dir(run_dir / f"checkpoint-{step}") as tmp:
                     agent.save(tmp)
@@ -141,8 +140,8 @@ def run(cfg: RecipeConfig) -> Path:
         atomic_write_text(tmp / "rmm.json", json.dumps(note, indent=2))
     if before is not None:
         after = _evaluate(agent, env, eval_rows, greedy, cfg.eval.batch_size)
-        metrics = [m for m in before["metrics"] if m in after["metrics"]]
-        deltas = {m: _paired(before["per_question"], after["per_question"], m) for m in metrics}
+        deltas = {m: _paired(before["per_question"], after["per_question"], m) for m in before["metrics"] if m in after["metrics"]}
+        metrics = [m for m, d in deltas.items() if d is not None]
         _eval_table({**before, "metrics": {m: before["metrics"][m] for m in metrics}}, after, deltas)
         summary = {
             "n": before["n"],
@@ -150,6 +149,8 @@ def run(cfg: RecipeConfig) -> Path:
             "before": before["metrics"],
             "after": after["metrics"],
             "delta": deltas,
+            "unscored_before": before.get("unscored", {}),
+            "unscored_after": after.get("unscored", {}),
             "before_by_group": before.get("by_group"),
             "after_by_group": after.get("by_group"),
         }
@@ -158,9 +159,10 @@ def run(cfg: RecipeConfig) -> Path:
     return run_dir
 
 
-def _paired(before: list[dict[str, float]], after: list[dict[str, float]], metric: str) -> dict[str, float]:
-    """Paired delta over the questions where both runs have the metric (recall is None without gold evidence)."""
+def _paired(before: list[dict[str, float]], after: list[dict[str, float]], metric: str) -> dict[str, float] | None:
+    """Paired delta over the questions where both runs have the metric (recall is None without gold evidence);
+    None when no question has it in both."""
     pairs = [(b, a) for b, a in zip(before, after) if metric in b and metric in a]
     if len(pairs) == len(before):
         return paired_delta(before, after, metric)
-    return mean_stderr([a[metric] - b[metric] for b, a in pairs]) if pairs else {"mean": 0.0, "stderr": 0.0}
+    return mean_stderr([a[metric] - b[metric] for b, a in pairs]) if pairs else None
