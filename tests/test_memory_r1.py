@@ -184,7 +184,7 @@ def test_different_plans_on_one_state_get_different_outcome_rewards(tokenizer):
 @pytest.mark.slow
 def test_a_real_frozen_answer_model_rewards_the_plan_that_keeps_the_right_memory():
     """SmolLM2-135M-Instruct as the frozen answer agent: it answers from whichever bank the plan left."""
-    role = frozen_role("smollm2-135m-instruct", "cpu", "float32")
+    role = frozen_role("smollm2-135m-instruct", "cpu", "float32", 16)
     agent = MemoryR1Agent(role.tokenizer, {"retriever": {"name": "bm25"}}, "manager", MemoryR1Config(max_answer_tokens=40))
     agent.set_frozen(role)
     plans = ['{"memory": [{"id": "0", "event": "UPDATE", "text": "Alice: My home city is Lisbon"}]}', '{"memory": []}']
@@ -315,3 +315,15 @@ def test_two_step_answer_training_on_the_tiny_recipe(tmp_path):
 def test_training_on_the_wrong_row_kind_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="agent.train=answer trains on question rows"):
         _train(tmp_path, "agent.train=answer")
+
+
+def test_frozen_roles_generate_in_bounded_batches(tokenizer, bpe_model_dir):
+    """The frozen answer agent (and extractor, fixed managers) never puts a whole step's prompts in one generate
+    call: 40 answer prompts go out as 16 + 16 + 8 (it was one batch of 40; reviews/r1-rmm.md M2)."""
+    agent = MemoryR1Agent(tokenizer, {"retriever": {"name": "bm25"}}, "manager", MemoryR1Config(answer_model=str(bpe_model_dir), answer_device="cpu"))
+    frozen = agent.role("frozen")
+    sizes = []
+    frozen.generator._generate_batch = lambda prompts, n: sizes.append(len(prompts)) or [[] for _ in prompts]
+    bank = bank_from_facts([("Alice: My home city is Lisbon", "Alice", "9 May")])
+    agent.answer(frozen, [(bank, ["Alice", "Bob"], f"Question {i}?") for i in range(40)])
+    assert sizes == [16, 16, 8]

@@ -60,6 +60,9 @@ class MemoryR1Config:
     answer_model: str = ""  # frozen answer agent (and extractor) for manager training; "" = the policy's base model
     answer_device: str = "auto"
     answer_dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 elsewhere
+    # sequences per generate call of a frozen role (answer agent, extractor, fixed managers): a step's 150-250
+    # answer prompts in one batch would hold 40-70 GB of KV cache (reviews/r1-rmm.md M2); HFGenerator's max_batch
+    frozen_batch_size: int = 16
     history_manager: str = "add_all"  # builds the bank before a turn row: add_all | <model path or alias>
     bank_manager: str = "add_all"  # builds the bank of a question row: add_all | policy | <model path or alias>
     manager_window: int = 50  # prior turns in a turn row's bank (Memory-R1, Alg. 1)
@@ -68,7 +71,7 @@ class MemoryR1Config:
     enable_thinking: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("manager_window", "memories_per_speaker", "max_answer_tokens"):
+        for name in ("manager_window", "memories_per_speaker", "max_answer_tokens", "frozen_batch_size"):
             if getattr(self, name) <= 0:
                 raise UserError(f"agent.options.{name} must be positive, got {getattr(self, name)}")
         if self.history_manager == "policy":
@@ -109,8 +112,9 @@ class Role:
     generator: Generator
 
 
-def frozen_role(name: str, device: str, dtype: str) -> Role:
-    """Load a model that is never trained, with greedy decoding."""
+def frozen_role(name: str, device: str, dtype: str, max_batch: int) -> Role:
+    """Load a model that is never trained, with greedy decoding, ``max_batch`` sequences per generate call (the
+    same bounded path as the policy's eval generator)."""
     from memfactory_cli.config.schema import ModelConfig
     from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
 
@@ -121,7 +125,7 @@ def frozen_role(name: str, device: str, dtype: str) -> Role:
     model = load_model(ModelConfig(name_or_path=name, dtype=dtype), device, path).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return Role(tokenizer, HFGenerator(model, tokenizer, SamplingParams(do_sample=False)))
+    return Role(tokenizer, HFGenerator(model, tokenizer, SamplingParams(do_sample=False), max_batch=max_batch))
 
 
 def _mean_scores(scores: list[dict[str, float | None]]) -> dict[str, float] | None:
@@ -187,7 +191,7 @@ class MemoryR1Agent:
         if name not in self._roles:
             c = self.config
             model = (c.answer_model or self.tokenizer.name_or_path) if name == "frozen" else name
-            self._roles[name] = frozen_role(model, c.answer_device, c.answer_dtype)
+            self._roles[name] = frozen_role(model, c.answer_device, c.answer_dtype, c.frozen_batch_size)
         return self._roles[name]
 
     def set_frozen(self, role: Role) -> None:
