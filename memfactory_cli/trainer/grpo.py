@@ -193,9 +193,8 @@ def _select_rows(out: dict[str, Any], keep: torch.Tensor) -> None:
 
 
 class MemGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args: Any, agent: Any, rollout_sink: Any, skip_zero_advantage_rows: bool = True, **kwargs: Any):
+    def __init__(self, *args: Any, agent: Any, rollout_sink: Any, **kwargs: Any):
         self.agent = agent
-        self.skip_zero_advantage_rows = skip_zero_advantage_rows
         self.rollout_sink = rollout_sink
         self._batch_inputs: list[dict[str, Any]] = []
         self._trajectories: list[Trajectory] = []
@@ -251,7 +250,7 @@ class MemGRPOTrainer(GRPOTrainer):
                 return self._get_per_token_logps_and_entropies(self.model, ids, mask, keep, batch_size=batch)[0]
 
     def _expand_rows(self, out: dict[str, Any]) -> dict[str, Any]:
-        if "importance_sampling_ratio" in out or "sampling_per_token_logps" in out:  # workflows/backend.py turns it off
+        if "importance_sampling_ratio" in out or "sampling_per_token_logps" in out:  # trainer/config.py turns it off
             raise NotImplementedError("vLLM importance-sampling correction is not supported for memory rows")
         device = out["prompt_ids"].device
         pad_id = self._tokenizer.pad_token_id
@@ -306,7 +305,7 @@ class MemGRPOTrainer(GRPOTrainer):
         agree (all right or all wrong), so this removes most of the update phase.
         """
         return (
-            self.skip_zero_advantage_rows
+            self.args.skip_zero_advantage_rows  # MemGRPOConfig
             and self.beta == 0.0
             and self.loss_type in ("dapo", "cispo")
             and self.top_entropy_quantile == 1.0

@@ -130,10 +130,10 @@ def _reward_problems(report: CheckReport, cfg: RecipeConfig) -> None:
 
 
 def _trainer_problems(report: CheckReport, cfg: RecipeConfig) -> None:
-    from memfactory_cli.workflows.train import batch_layout
+    from memfactory_cli.trainer.config import batch_layout, world_size
 
     t = cfg.trainer
-    layout = report.attempt(batch_layout, cfg, int(os.environ.get("WORLD_SIZE", "1")))
+    layout = report.attempt(batch_layout, cfg, world_size())
     if layout is not None:
         report.facts["batch"] = (
             f"{t.questions_per_step} questions x {t.num_generations} = {layout['slots']} trajectories "
@@ -215,8 +215,8 @@ def run_checks(
 ) -> CheckReport:
     """Every check for ``mode`` (train | eval | all); raises one ``UserError`` listing all problems when ``strict``."""
     from memfactory_cli.models.loading import _dtype, resolve_device
+    from memfactory_cli.trainer.config import resolve_bf16
     from memfactory_cli.workflows.resume import resume_problems
-    from memfactory_cli.workflows.train import resolve_bf16
 
     if mode not in MODES:
         raise ValueError(mode)
