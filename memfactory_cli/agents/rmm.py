@@ -215,12 +215,12 @@ class RMMAgent:
     def raw_bank(self, row: dict[str, Any]) -> rf.TopicBank:
         """One entry per turn or per session, embedded in one batch (``memory: turn | session``)."""
         entries = []
-        for s in row["sessions"]:
+        for k, s in enumerate(row["sessions"]):
             lines = [(f"{s['id']}:{j}", f"{t['speaker']}: {t['text']}") for j, t in enumerate(s["turns"])]
             if self.config.memory == "turn":
-                entries += [rf.MemoryEntry(text, [ref], s["id"], s["date"]) for ref, text in lines]
+                entries += [rf.MemoryEntry(text, [ref], s["id"], s["date"], order=k) for ref, text in lines]
             elif lines:
-                entries.append(rf.MemoryEntry("\n".join(t for _, t in lines), [r for r, _ in lines], s["id"], s["date"]))
+                entries.append(rf.MemoryEntry("\n".join(t for _, t in lines), [r for r, _ in lines], s["id"], s["date"], order=k))
         if entries:
             for entry, vector in zip(entries, self._embed([e.summary for e in entries])):
                 entry.embedding = vector
@@ -245,7 +245,7 @@ class RMMAgent:
                 stats["extract/invalid"] += not parsed.ok
                 for e in parsed.value:
                     refs = [f"{session['id']}:{j}" for j in e.reference]
-                    new.setdefault(i, []).append(rf.MemoryEntry(e.summary, refs, session["id"], session["date"]))
+                    new.setdefault(i, []).append(rf.MemoryEntry(e.summary, refs, session["id"], session["date"], order=k))
             self._update_banks(banks, new, generator, stats)
         return banks
 
