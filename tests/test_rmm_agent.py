@@ -146,3 +146,26 @@ def test_settings_errors(tokenizer):
         RMMConfig(memory="chunks")
     # BM25 is fine where no embedding is needed
     RMMAgent(tokenizer, {"retriever": {"name": "bm25"}}, "none", RMMConfig(memory="turn"))
+
+
+def test_a_frozen_llm_reflects_each_conversation_once(tokenizer):
+    """With the LLM frozen (linear / none reranker), the topic bank of a conversation is built once and reused by
+    every later rollout and eval of it: the second rollout asks for no extraction or update at all (it rebuilt
+    every bank on every rollout; reviews/r1-rmm.md R3)."""
+    agent, llm = _agent(tokenizer), Scripted(tokenizer)
+    first = agent.rollout(agent.episodes([ROW]), llm)
+    reflected = [s for s in llm.seen if "Memories about" in s or "New summary:" in s]
+    assert len(reflected) == 6  # 2 sessions x 2 speakers, then 2 Add/Merge decisions
+    agent.training = True
+    second = agent.rollout(agent.episodes([ROW, ROW]), llm)
+    assert [s for s in llm.seen if "Memories about" in s or "New summary:" in s] == reflected
+    assert second[0].bank == second[1].bank == first[0].bank
+    assert second[0].stats["reflection/cached"] == 1.0 and first[0].stats["reflection/cached"] == 0.0
+
+
+def test_a_trained_llm_reflects_again(tokenizer):
+    """The MemFactory-style llm reranker trains the LLM that also reflects: its banks are never reused."""
+    agent, llm = _agent(tokenizer, reranker="llm"), Scripted(tokenizer)
+    agent.rollout(agent.episodes([ROW]), llm)
+    agent.rollout(agent.episodes([ROW]), llm)
+    assert sum("Memories about user" in s for s in llm.seen) == 4

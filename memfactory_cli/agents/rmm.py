@@ -138,6 +138,11 @@ class RMMAgent:
         self.retriever = build_module("retriever", spec, tokenizer, "agent.modules.retriever")
         self.training = False  # Gumbel sampling (train) or plain top-M (eval) for the linear reranker
         self._reranker: LinearReranker | None = None
+        # Prospective reflection of a frozen LLM is a function of the conversation alone: banks are built once per
+        # conversation (this agent serves one model) and reused by every rollout and eval. ``reflector``, when set,
+        # is the generator they are built with (workflows/rmm_train: the greedy one), whatever samples the answers.
+        self.reflector: Generator | None = None
+        self._banks: dict[str, rf.TopicBank] = {}
         if reranker == "linear" or config.memory == "reflection":
             self._require_embeddings()
         stops = (tokenizer.eos_token_id, tokenizer.pad_token_id)
@@ -287,17 +292,45 @@ class RMMAgent:
         return rf.UPDATE_INSTRUCTION + rf.UPDATE_BODY.format(summary=entry.summary, entries=listing)
 
     # -- retrospective reflection -------------------------------------------------------------------------------------
+    @property
+    def llm_frozen(self) -> bool:
+        """Only the MemFactory-style ``llm`` reranker trains the LLM that also reflects."""
+        return self.kind != "llm"
+
+    @staticmethod
+    def _conversation_key(row: dict[str, Any]) -> str:
+        """The haystack's identity: its content, so two rows with one id but other sessions never share a bank."""
+        import hashlib
+
+        return hashlib.sha256(json.dumps(row["sessions"], sort_keys=True, default=str).encode()).hexdigest()
+
+    def banks_for(self, rows: list[dict[str, Any]], generator: Generator, stats: dict[str, float]) -> list[rf.TopicBank]:
+        """Each row's bank: from the cache when the LLM is frozen (counted in ``reflection/cached``), else built;
+        rows missing from the cache are reflected together, batched across rows."""
+        keys = [self._conversation_key(r) for r in rows]
+        cache = self._banks if self.llm_frozen else {}
+        todo = list({k: r for k, r in zip(keys, rows) if k not in cache}.items())
+        stats["reflection/cached"] += sum(k in cache for k in keys)
+        if todo:
+            todo_rows = [r for _, r in todo]
+            if self.config.memory == "reflection":
+                built = self.reflect(todo_rows, self.reflector or generator, stats)
+            else:
+                built = [self.raw_bank(r) for r in todo_rows]
+            fresh = dict(zip((k for k, _ in todo), built))
+            if self.llm_frozen:
+                self._banks.update(fresh)
+            cache = {**cache, **fresh}
+        return [cache[k] for k in keys]
+
     def rollout(self, episodes: list[Episode], generator: Generator) -> list[Trajectory]:
-        """Banks are built once per distinct episode id in the batch (its G samples share one bank)."""
+        """Banks are built once per distinct conversation (its G samples share one bank), and with a frozen LLM
+        once per run (:meth:`banks_for`)."""
         stats: dict[str, float] = dict.fromkeys(
-            ("extract/calls", "extract/invalid", "update/add", "update/merge", "update/invalid"), 0.0
+            ("extract/calls", "extract/invalid", "update/add", "update/merge", "update/invalid", "reflection/cached"), 0.0
         )
         unique = list({e.id: e for e in episodes}.values())
-        if self.config.memory == "reflection":
-            built = self.reflect([e.row for e in unique], generator, stats)
-        else:
-            built = [self.raw_bank(e.row) for e in unique]
-        banks = {e.id: b for e, b in zip(unique, built)}
+        banks = dict(zip((e.id for e in unique), self.banks_for([e.row for e in unique], generator, stats)))
         trajs = [RMMTrajectory(episode=e, bank=[x.to_record() for x in banks[e.id].entries]) for e in episodes]
         for t in trajs:
             t.stats = {k: v / max(1, len(unique)) for k, v in stats.items()}

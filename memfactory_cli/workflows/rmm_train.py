@@ -95,6 +95,7 @@ def run(cfg: RecipeConfig) -> Path:
         p.requires_grad_(False)
     sampler = HFGenerator(model, tokenizer, training_sampling(cfg.generation), max_batch=cfg.eval.batch_size)
     greedy = eval_generator(model, tokenizer, cfg.eval)
+    agent.reflector = greedy  # the frozen LLM reflects each conversation once, greedily, for training and eval alike
     before = _evaluate(agent, env, eval_rows, greedy, cfg.eval.batch_size) if eval_rows else None
 
     tracker = _swanlab(cfg, run_dir)
