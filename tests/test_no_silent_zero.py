@@ -6,10 +6,6 @@ One test per path; each one failed on the code before the fix (see the report of
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from memfactory_cli.agents.base import Episode
 from memfactory_cli.config import load_recipe
 from tests.test_memory_r1 import RECIPE, Scripted, _conversation
@@ -127,9 +123,8 @@ def test_a_reply_without_citations_gives_no_citation_reward_and_no_learning_figu
 
 
 def test_recall_over_an_empty_bank_is_unscored_and_counted(tokenizer):
-    from tests.test_rmm_agent import ROW
-
     from memfactory_cli.agents.rmm import RMMAgent, RMMConfig
+    from tests.test_rmm_agent import ROW
 
     class NoTrait(_Uncited):  # prospective reflection finds nothing to store
         def generate(self, prompts, max_new_tokens):
