@@ -268,7 +268,7 @@ def test_eval_on_locomo_test_reports_f1_bleu1_overall_and_by_category(tmp_path):
     overrides = [f"data.locomo_path={fixture}", "data.synth.n_eval=3", *FAST]
     entries = eval_sets.run(["locomo_test", "synth_dialogue_eval"], str(RECIPE), overrides, k=1, out=str(tmp_path), progress=lambda *a: None)
     locomo, synthetic = entries
-    assert locomo["n"] == 1 and set(locomo["metrics"]) == {"em", "f1", "bleu1"}
+    assert locomo["n"] == 1 and set(locomo["metrics"]) == {"em", "f1", "bleu1", "locomo_f1", "locomo_bleu1"}
     assert locomo["by_group"]["by"] == "meta.category" and list(locomo["by_group"]["groups"]) == ["4"]
     assert set(synthetic["by_group"]["groups"]) <= {"1", "4"} and sum(g["n"] for g in synthetic["by_group"]["groups"].values()) == synthetic["n"]
     assert "## By group" in (tmp_path / "summary.md").read_text()

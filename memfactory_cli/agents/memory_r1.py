@@ -22,7 +22,7 @@ are cached per conversation state; policy-built banks are rebuilt every rollout.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from memfactory_cli.agents.base import Episode, Trajectory, Turn
@@ -34,6 +34,7 @@ from memfactory_cli.generation.base import Generator, HFGenerator, SamplingParam
 from memfactory_cli.modules.extractor import chat_ids
 from memfactory_cli.modules.updater import Plan
 from memfactory_cli.registry import register
+from memfactory_cli.rewards.locomo import locomo_scores
 from memfactory_cli.rewards.memory_r1 import answer_scores
 
 ANSWER_MARKER = "**Answer:**"
@@ -102,6 +103,14 @@ def final_answer(text: str) -> tuple[str | None, bool]:
     lines = [line.strip(" *\t") for line in text.rsplit("</think>", 1)[-1].splitlines()]
     lines = [line for line in lines if line]
     return (lines[-1] if lines else None), False
+
+
+@dataclass
+class MemoryR1Trajectory(Trajectory):
+    """An answer-agent trajectory plus the scores that need the row's LoCoMo category (``locomo_f1`` /
+    ``locomo_bleu1``, ``rewards/locomo.py``); evaluation merges ``scores`` with the env's."""
+
+    scores: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -360,11 +369,13 @@ class MemoryR1Agent:
         for e, bank, (prompt, completion, text, shown) in zip(episodes, banks, replies):
             answer, marked = final_answer(text)
             finished = bool(completion) and completion[-1] in self._stop_ids(policy)
+            category = e.row["meta"].get("category")
             trajectories.append(
-                Trajectory(
+                MemoryR1Trajectory(
                     episode=e,
                     turns=[Turn("answer", prompt, completion, finished, text=answer or "")],
                     memories=shown,
+                    scores=locomo_scores(answer, e.row["answers"][0] if e.row["answers"] else "", category),
                     extras={
                         "mr1_outcome": answer_scores(answer, e.row["answers"]),
                         "mr1_format": marked and answer is not None,

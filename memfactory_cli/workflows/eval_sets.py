@@ -179,6 +179,7 @@ def evaluate_set(
         "sampling": dataclasses.asdict(generator.sampling),
         "judge": _judge_identity(cfg.eval.judge),
         "unscored": unscored(done, metrics),
+        **({"metric_definitions": env.metric_definitions} if hasattr(env, "metric_definitions") else {}),
         **({"by_group": groups} if groups else {}),
     }
 
