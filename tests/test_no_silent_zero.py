@@ -132,7 +132,7 @@ def test_recall_over_an_empty_bank_is_unscored_and_counted(tokenizer):
 
     agent = RMMAgent(tokenizer, {"retriever": {"name": "embedding"}}, "linear", RMMConfig(memory="reflection"))
     (traj,) = agent.rollout(agent.episodes([ROW]), NoTrait(tokenizer))
-    assert traj.bank == [] and traj.scores == {"recall@k": None, "recall@m": None} and traj.stats["bank/empty"] == 1.0
+    assert traj.bank == [] and set(traj.scores.values()) == {None} and traj.stats["bank/empty"] == 1.0
 
 
 def test_a_paired_delta_without_pairs_is_none():
@@ -157,4 +157,4 @@ def test_the_eval_summary_counts_unscored_rows():
 
     rows = [{"id": "a", "question": "q", "answers": ["Lisbon"]}, {"id": "b", "question": "q", "answers": [""]}]
     out = evaluate_rows(Agent(), MemoryBankEnv(None), rows, None)
-    assert out["metrics"]["em"]["mean"] == 1.0 and out["unscored"] == {"em": 1, "f1": 1, "bleu1": 1}
+    assert out["metrics"]["em"]["mean"] == 1.0 and {k: out["unscored"][k] for k in ("em", "f1", "bleu1")} == {"em": 1, "f1": 1, "bleu1": 1}

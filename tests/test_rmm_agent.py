@@ -76,7 +76,7 @@ def test_prospective_reflection_adds_then_merges(tokenizer):
     extract_prompts = [s for s in llm.seen if "Memories about" in s]
     assert sum("Memories about user" in s for s in extract_prompts) == 2 and sum("Memories about assistant" in s for s in extract_prompts) == 2
     assert traj.stats["update/merge"] == 1 and traj.stats["update/add"] == 2 and traj.stats["extract/invalid"] == 0
-    assert traj.scores == {"recall@k": 1.0, "recall@m": 1.0}
+    assert traj.scores["recall@k"] == traj.scores["recall@m"] == 1.0
     assert traj.answer.startswith("\\boxed{Miso}") and traj.cited == [traj.memories.index(cat["summary"])]
 
 
@@ -169,3 +169,26 @@ def test_a_trained_llm_reflects_again(tokenizer):
     agent.rollout(agent.episodes([ROW]), llm)
     agent.rollout(agent.episodes([ROW]), llm)
     assert sum("Memories about user" in s for s in llm.seen) == 4
+
+
+def test_longmemeval_recall_any_and_all_at_turn_and_session_level():
+    """Against LongMemEval's ``evaluate_retrieval`` / ``evaluate_retrieval_turn2session`` run on the same ranking
+    (corpus ['s1_1', 's3_1', 's2_1'], gold ['s1_1', 's2_2']): turn any/all 1/0 at 3 and at 1; session 1/1 at 3 and
+    1/0 at 1. Here K = 3 entries are retrieved and M = 1 is kept."""
+    from memfactory_cli.agents.base import Episode
+    from memfactory_cli.agents.rmm import RMMTrajectory
+    from memfactory_cli.modules.reflection import MemoryEntry, TopicBank
+
+    sessions = [{"id": s, "turns": [{"speaker": "user", "text": "x", "has_answer": g == 0}, {"speaker": "user", "text": "y", "has_answer": g == 1}]}
+                for s, g in (("s1", 0), ("s2", 1), ("s3", None))]
+    row = {"id": "q", "question": "?", "answers": ["a"], "sessions": sessions}
+    bank = TopicBank([MemoryEntry("a", ["s1:0"], "s1", ""), MemoryEntry("b", ["s3:0"], "s3", ""), MemoryEntry("c", ["s2:0"], "s2", "")])
+    t = RMMTrajectory(episode=Episode(row, [], []), candidates=[0, 1, 2], selected=[0])
+    RMMAgent._score(t, bank)
+    assert t.scores == {
+        "recall@k": 1.0, "turn_recall_all@k": 0.0, "session_recall_any@k": 1.0, "session_recall_all@k": 1.0,
+        "recall@m": 1.0, "turn_recall_all@m": 0.0, "session_recall_any@m": 1.0, "session_recall_all@m": 0.0,
+    }
+    t = RMMTrajectory(episode=Episode({**row, "abstention": True}, [], []), candidates=[0, 1, 2], selected=[0])
+    RMMAgent._score(t, bank)
+    assert set(t.scores.values()) == {None}  # LongMemEval leaves abstention questions out of retrieval metrics

@@ -399,19 +399,31 @@ class RMMAgent:
 
     @staticmethod
     def _score(t: RMMTrajectory, bank: rf.TopicBank) -> None:
-        """recall@k / recall@m: is any gold evidence turn referenced by a retrieved / kept entry.
+        """LongMemEval's retrieval recall over the K retrieved and the M kept entries (``src/retrieval/eval_utils``):
 
-        None when there is no gold evidence, or when the bank is empty (reflection stored nothing: nothing was
-        retrieved, so retrieval is not measured; ``bank/empty`` counts it)."""
+        - ``recall@k`` / ``recall@m``: turn-level recall_any, some gold evidence turn is referenced;
+        - ``turn_recall_all@*``: every gold turn is referenced;
+        - ``session_recall_any@*`` / ``session_recall_all@*``: the same over the sessions holding gold turns.
+
+        An entry's turns are its references (with ``memory: reflection`` those the extraction LLM reported). None
+        when there is no gold evidence, for abstention questions (LongMemEval leaves them out), and when the bank
+        is empty (reflection stored nothing, so nothing was retrieved; ``bank/empty`` counts it).
+        """
         gold = gold_turns(t.episode.row)
         t.stats["bank/empty"] = float(not bank.entries)
-
-        def hit(positions: list[int]) -> float | None:
-            if not gold or not bank.entries:
-                return None
-            return float(any(gold & set(bank.entries[b].refs) for b in positions))
-
-        t.scores = {"recall@k": hit(t.candidates), "recall@m": hit([t.candidates[p] for p in t.selected])}
+        scored = bool(gold) and bool(bank.entries) and not t.episode.row.get("abstention")
+        gold_sessions = {g.rsplit(":", 1)[0] for g in gold}
+        t.scores = {}
+        for suffix, positions in (("k", t.candidates), ("m", [t.candidates[p] for p in t.selected])):
+            turns = {r for b in positions for r in bank.entries[b].refs}
+            sessions = {r.rsplit(":", 1)[0] for r in turns}
+            values = {
+                f"recall@{suffix}": bool(gold & turns),
+                f"turn_recall_all@{suffix}": gold <= turns,
+                f"session_recall_any@{suffix}": bool(gold_sessions & sessions),
+                f"session_recall_all@{suffix}": gold_sessions <= sessions,
+            }
+            t.scores.update({name: float(v) if scored else None for name, v in values.items()})
 
     # -- learning -----------------------------------------------------------------------------------------------------
     def learn(self, trajectories: list[Trajectory]) -> dict[str, float]:

@@ -19,7 +19,10 @@ from memfactory_cli.rewards.memory_r1 import gold
 from memfactory_cli.rewards.qa import score_text
 
 ANSWER_METRICS = ("em", "f1")
-RETRIEVAL_METRICS = ("recall@k", "recall@m")
+# LongMemEval's turn- and session-level recall_any / recall_all at the K retrieved and the M kept (agents/rmm.py)
+RETRIEVAL_METRICS = tuple(
+    f"{name}@{at}" for at in ("k", "m") for name in ("recall", "turn_recall_all", "session_recall_any", "session_recall_all")
+)
 
 
 @register("env", "multi_session")
