@@ -100,6 +100,7 @@ class RMMTrajectory(Trajectory):
         return {
             **super().to_record(),
             "question_type": self.episode.row.get("question_type"),
+            "abstention": bool(self.episode.row.get("abstention")),
             "bank_size": len(self.bank),
             "kept": kept,
             "cited": self.cited,

@@ -133,7 +133,8 @@ def _judge_scores(rows: list[dict[str, Any]], options: dict[str, Any], env: Any,
     args = {"match": "all" if ruler else "any", **options}
     if getattr(env, "answers_parsed", False):
         args["require_boxed"] = False
-    scores, _, _ = judge_texts([r["answer"] for r in rows], [r["answers"] for r in rows], [r["question"] for r in rows], **args)
+    tasks = ["abstention" if r.get("abstention") else r.get("question_type") for r in rows]  # the longmemeval template's
+    scores, _, _ = judge_texts([r["answer"] for r in rows], [r["answers"] for r in rows], [r["question"] for r in rows], tasks=tasks, **args)
     return scores
 
 
