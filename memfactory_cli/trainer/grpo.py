@@ -345,13 +345,13 @@ class MemGRPOTrainer(GRPOTrainer):
         metrics["trajectories"].append(slots)
         metrics["turns/mean"].append(turns / max(slots, 1))
         metrics["memory/within_budget"].append(within / max(slots, 1))
-        agent_metrics = getattr(self.agent, "rollout_metrics", None)
-        if agent_metrics is not None:  # agent-specific means (e.g. operation rates), averaged over processes
-            names, values = zip(*sorted(agent_metrics(trajs).items())) if trajs else ((), ())
-            if names:
-                gathered = self.accelerator.gather(torch.tensor(values, dtype=torch.float64, device=device))
-                for name, value in zip(names, gathered.view(-1, len(names)).mean(0).tolist()):
-                    metrics[name].append(value)
+        # agent-specific means (e.g. operation rates), averaged over processes
+        agent_metrics = sorted(self.agent.rollout_metrics(trajs).items()) if trajs else []
+        if agent_metrics:
+            names, values = zip(*agent_metrics)
+            gathered = self.accelerator.gather(torch.tensor(values, dtype=torch.float64, device=device))
+            for name, value in zip(names, gathered.view(-1, len(names)).mean(0).tolist()):
+                metrics[name].append(value)
         for phase in PHASES:
             metrics[f"time/{phase}_s"].append(self._phase_seconds[phase])
             self._phase_seconds[phase] = 0.0

@@ -161,16 +161,12 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
 
 
 def agent_training_loop(cfg: RecipeConfig) -> Any:
-    """An agent whose learner is not GRPO on the LLM (RMM's linear reranker) names its own loop through
-    ``training_loop(agent_cfg) -> 'pkg.module:function' | None``; that function takes the recipe, returns the run dir."""
-    import importlib
-
-    declare = getattr(registry("agent").get(cfg.agent.name), "training_loop", None)
-    path = declare(cfg.agent) if declare is not None else None
-    if path is None:
+    """The agent's own loop when its learner is not GRPO on the LLM (RMM's linear reranker), else None."""
+    if registry("agent").get(cfg.agent.name).learner_for(cfg.agent) == "grpo":
         return None
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+    from memfactory_cli.workflows.rmm_train import run as reinforce
+
+    return reinforce
 
 
 def _train(training: TrainingRun, recipe: str, overrides: list[str]) -> Interrupted | None:
