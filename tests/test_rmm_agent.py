@@ -192,3 +192,36 @@ def test_longmemeval_recall_any_and_all_at_turn_and_session_level():
     t = RMMTrajectory(episode=Episode({**row, "abstention": True}, [], []), candidates=[0, 1, 2], selected=[0])
     RMMAgent._score(t, bank)
     assert set(t.scores.values()) == {None}  # LongMemEval leaves abstention questions out of retrieval metrics
+
+
+def test_online_evaluation_is_prequential_and_equals_answering_then_learning_one_question_at_a_time(tokenizer):
+    """options.online: one batched eval rollout of 7 questions gives the same selections and the same final weights
+    as answering question i (Gumbel top-M), learning from its citations, then answering question i + 1."""
+    rows = [{**ROW, "id": f"q{i}"} for i in range(7)]
+    options = dict(memory="turn", top_m=2, batch_size=2, learning_rate=0.05)
+    online, llm = _agent(tokenizer, online=True, **options), Scripted(tokenizer)
+    batched = online.rollout(online.episodes(rows), llm)
+    stepwise, reference = [], _agent(tokenizer, **options)
+    reference.training = True
+    for row in rows:
+        (t,) = reference.rollout(reference.episodes([row]), llm)
+        reference.learn([t])
+        stepwise.append(t)
+    assert [t.selected for t in batched] == [t.selected for t in stepwise]
+    assert torch.equal(online.reranker.w_q, reference.reranker.w_q) and online.reranker.pending == 1
+    frozen = _agent(tokenizer, **options)
+    start = frozen.reranker.w_q.clone()
+    frozen.rollout(frozen.episodes(rows), llm)
+    assert torch.equal(frozen.reranker.w_q, start) and not torch.equal(online.reranker.w_q, start)  # eval alone learns nothing
+
+
+def test_online_report_is_the_running_recall_over_the_stream(tokenizer):
+    agent = _agent(tokenizer, online=True, memory="turn")
+    records = [{"q": q, "sample": 0, "scores": {"recall@m": v}} for q, v in enumerate([0.0, 1.0, None, 1.0, 1.0])]
+    report = agent.eval_report(records)
+    assert report["scored"] == 4 and report["running_recall@m"][-1] == {"n": 4, "recall@m": 0.75}
+    assert report["running_recall@m"][0] == {"n": 1, "recall@m": 0.0}
+    assert report["first_half_recall@m"] == 0.5 and report["second_half_recall@m"] == 1.0
+    assert _agent(tokenizer, memory="turn").eval_report(records) is None
+    with pytest.raises(UserError, match="only the linear reranker adapts online"):
+        _agent(tokenizer, reranker="none", online=True)

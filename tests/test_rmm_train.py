@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from memfactory_cli.config import load_recipe
@@ -87,3 +88,13 @@ def test_memfactory_eval_reports_recall_by_question_type_and_guards_the_reranker
     assert all("recall@m" in r["scores"] and r["kept"] is not None for r in records)
     with pytest.raises(UserError, match="different agent settings"):
         eval_sets.run(["rmm_synth_eval"], RECIPE, _overrides(tmp_path / "unused"), out=str(tmp_path / "eval"))
+
+
+def test_memfactory_eval_online_reports_the_running_recall(tmp_path):
+    from memfactory_cli.workflows import eval_sets
+
+    overrides = _overrides(tmp_path / "unused", **{"agent.options.online": "true"})
+    (entry,) = eval_sets.run(["rmm_synth_eval"], RECIPE, overrides, out=str(tmp_path / "eval"), progress=lambda *_: None)
+    report = entry["agent_report"]
+    assert report["online"] and report["scored"] == entry["n"] and report["running_recall@m"][-1]["n"] == entry["n"]
+    assert report["running_recall@m"][-1]["recall@m"] == pytest.approx(entry["metrics"]["recall@m"]["mean"])

@@ -58,6 +58,9 @@ class RMMConfig:
     max_answer_tokens: int = 128
     enable_thinking: bool = False
     reranker_weights: str = ""  # a trained linear reranker (``<run>/final/reranker.pt``)
+    # RMM's online (test-time) adaptation, linear reranker: in evaluation every question is answered with Gumbel
+    # top-M selection, then the reranker learns from its citations before the next optimizer batch is answered
+    online: bool = False
 
     def __post_init__(self) -> None:
         if self.memory not in MEMORY_SOURCES:
@@ -144,6 +147,9 @@ class RMMAgent(BaseAgent):
         self._banks: dict[str, rf.TopicBank] = {}
         if reranker == "linear" or self.config.memory == "reflection":
             self._require_embeddings()
+        if self.config.online and reranker != "linear":
+            raise UserError("agent.options.online: only the linear reranker adapts online (agent.reranker=linear)")
+        self.online = self.config.online  # workflows/rmm_train evaluates with it off: its eval measures the trained weights
         stops = (tokenizer.eos_token_id, tokenizer.pad_token_id)
         self.stop_ids = {i for i in stops if i is not None}
 
@@ -312,7 +318,45 @@ class RMMAgent(BaseAgent):
 
     def rollout(self, episodes: list[Episode], generator: Generator) -> list[Trajectory]:
         """Banks are built once per distinct conversation (its G samples share one bank), and with a frozen LLM
-        once per run (:meth:`banks_for`)."""
+        once per run (:meth:`banks_for`).
+
+        Online evaluation (``options.online``) is prequential: episodes are answered in chunks that end exactly
+        where the reranker takes its next optimizer step, and each chunk is learned from before the next is
+        answered. The weights change only at a step, so this is the same as answering and learning one question at
+        a time (tests/test_rmm_agent.py), with the answers still batched.
+        """
+        if not (self.online and not self.training):
+            return self._rollout(episodes, generator, sample=self.training)
+        out: list[Trajectory] = []
+        while len(out) < len(episodes):
+            chunk = episodes[len(out) : len(out) + self.config.batch_size - self.reranker.pending]
+            trajs = self._rollout(chunk, generator, sample=True)
+            learned = self.learn(trajs)
+            for t in trajs:
+                t.stats["online/updates"] = learned["reranker/updates"] / len(trajs)
+            out += trajs
+        return out
+
+    def eval_report(self, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """For an online evaluation's summary: the running recall@m over the test stream (question order), at up
+        to 20 evenly spaced points, and the first against the second half; None when not online."""
+        if not self.online:
+            return None
+        stream = [r["scores"]["recall@m"] for r in sorted(records, key=lambda r: (r["q"], r["sample"])) if r["scores"].get("recall@m") is not None]
+        if not stream:
+            return {"online": True, "scored": 0}
+        running = [sum(stream[: i + 1]) / (i + 1) for i in range(len(stream))]
+        points = sorted({round(len(stream) * j / 20) - 1 for j in range(1, 21)} - {-1})
+        half = len(stream) // 2
+        return {
+            "online": True,
+            "scored": len(stream),
+            "running_recall@m": [{"n": i + 1, "recall@m": running[i]} for i in points],
+            "first_half_recall@m": sum(stream[:half]) / half if half else None,
+            "second_half_recall@m": sum(stream[half:]) / (len(stream) - half),
+        }
+
+    def _rollout(self, episodes: list[Episode], generator: Generator, sample: bool) -> list[Trajectory]:
         stats: dict[str, float] = dict.fromkeys(
             ("extract/calls", "extract/invalid", "update/add", "update/merge", "update/invalid", "reflection/cached"), 0.0
         )
@@ -326,7 +370,7 @@ class RMMAgent(BaseAgent):
             self._llm_select(trajs, banks, generator)
         else:
             for t in trajs:
-                t.selected = self._select(t)
+                t.selected = self._select(t, sample)
         self._answer(trajs, banks, generator)
         for t in trajs:
             self._score(t, banks[t.episode.id])
@@ -341,12 +385,12 @@ class RMMAgent(BaseAgent):
                 t.query_embedding = self._embed([t.episode.row["question"]])[0]
                 t.candidate_embeddings = bank.matrix()[t.candidates]
 
-    def _select(self, t: RMMTrajectory) -> list[int]:
+    def _select(self, t: RMMTrajectory, sample: bool) -> list[int]:
         if not t.candidates:
             return []
         if self.kind == "none":
             return list(range(min(self.config.top_m, len(t.candidates))))
-        return self.reranker.select(t.query_embedding, t.candidate_embeddings, sample=self.training)
+        return self.reranker.select(t.query_embedding, t.candidate_embeddings, sample=sample)
 
     def _llm_select(self, trajs: list[RMMTrajectory], banks: dict[str, rf.TopicBank], generator: Generator) -> None:
         """MemFactory-style: the policy picks ids from the listed candidates; this is the turn GRPO trains."""

@@ -169,6 +169,8 @@ def evaluate_set(
     _, summary = summarise(done, metrics, len(rows), k)
     group_by = env.group_by  # e.g. LoCoMo's category: every metric per group too
     groups = {"by": group_by, "groups": summarise_groups(done, rows, metrics, k, group_by)} if group_by else None
+    report = getattr(agent, "eval_report", None)  # e.g. RMM online: the running recall over the test stream
+    agent_report = report(done) if report is not None else None
     return {
         "set": set_name,
         "n": len(rows),
@@ -182,6 +184,7 @@ def evaluate_set(
         "unscored": unscored(done, metrics),
         **({"metric_definitions": env.metric_definitions} if hasattr(env, "metric_definitions") else {}),
         **({"by_group": groups} if groups else {}),
+        **({"agent_report": agent_report} if agent_report else {}),
     }
 
 

@@ -64,8 +64,13 @@ def _swanlab(cfg: RecipeConfig, run_dir: Path) -> Any:
 
 
 def _evaluate(agent: Any, env: Any, rows: list[dict[str, Any]], generator: Any, batch: int) -> dict[str, Any]:
-    agent.training = False
-    return evaluate_rows(agent, env, rows, generator, batch_questions=batch)
+    """Held-out eval of the weights as they are: online adaptation stays off here (``memfactory eval`` runs it)."""
+    agent.training, online = False, agent.online
+    agent.online = False
+    try:
+        return evaluate_rows(agent, env, rows, generator, batch_questions=batch)
+    finally:
+        agent.online = online
 
 
 def run(cfg: RecipeConfig) -> Path:
