@@ -327,3 +327,52 @@ def test_frozen_roles_generate_in_bounded_batches(tokenizer, bpe_model_dir):
     bank = bank_from_facts([("Alice: My home city is Lisbon", "Alice", "9 May")])
     agent.answer(frozen, [(bank, ["Alice", "Bob"], f"Question {i}?") for i in range(40)])
     assert sizes == [16, 16, 8]
+
+
+def test_an_llm_history_manager_builds_the_bank_once_per_window(tokenizer):
+    """history_manager=frozen: the frozen model runs the manager prompt over the window's turns (the paper's
+    construction, GPT-4o-mini there) instead of the add_all rule, and the bank of a (conversation, window) is built
+    once: the G samples of a state and later rollouts of it reuse it."""
+    calls = []
+
+    class FrozenManager(Reader):
+        def generate(self, prompts, max_new_tokens):
+            texts = [self.tokenizer.decode(p) for p in prompts]
+            if all("smart memory manager" in t for t in texts):
+                calls.append(len(prompts))
+                plan = '{"memory": [{"event": "UPDATE", "id": "0", "text": "Alice: My home city is Paris (managed)"}]}'
+                plans = [plan if '{"id": "0", "text"' in t else '{"memory": [{"event": "ADD", "text": "managed"}]}' for t in texts]
+                return [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in plans]
+            return super().generate(prompts, max_new_tokens)
+
+    agent = _agent(tokenizer, history_manager="frozen")
+    agent.set_frozen(Role(tokenizer, FrozenManager(tokenizer)))
+    row = _conversation()
+    noop = '{"memory": [{"event": "NONE"}]}'
+    first = agent.rollout([Episode(row, [], []) for _ in range(2)], Scripted(tokenizer, [noop, noop]))
+    assert calls == [1, 1]  # turns 0 and 1 of the window, one state (the two samples share it)
+    assert first[0].memories == ["[0] Alice: My home city is Paris (managed)"]  # the manager's bank, not add_all's
+    agent.rollout([Episode(row, [], [])], Scripted(tokenizer, [noop]))
+    assert calls == [1, 1]
+
+
+def test_a_frozen_extractor_extracts_each_turn_once(tokenizer):
+    """Overlapping history windows share turns: the frozen (greedy) extractor is asked once per turn (it was asked
+    once per window the turn sits in; reviews/r1-rmm.md M11)."""
+    asked = []
+
+    class Extractor(Reader):
+        def generate(self, prompts, max_new_tokens):
+            texts = [self.tokenizer.decode(p) for p in prompts]
+            if all("You extract personal facts" in t for t in texts):
+                asked.extend(t.rsplit("Timestamp:", 1)[1].split("<|im_end|>")[0].strip() for t in texts)
+                return [self.tokenizer('{"facts": ["a fact"]}', add_special_tokens=False)["input_ids"] for _ in texts]
+            return super().generate(prompts, max_new_tokens)
+
+    agent = MemoryR1Agent(tokenizer, {"retriever": {"name": "bm25"}, "extractor": {"name": "llm"}}, "manager", MemoryR1Config())
+    agent.set_frozen(Role(tokenizer, Extractor(tokenizer)))
+    late, early = _conversation(), _conversation()
+    early["id"], early["meta"] = "c:t1", {**early["meta"], "turn_index": 1}
+    noop = '{"memory": [{"event": "NONE"}]}'
+    agent.rollout([Episode(late, [], []), Episode(early, [], [])], Scripted(tokenizer, [noop, noop]))
+    assert len(asked) == 3 and len(set(asked)) == 3  # turns 0, 1, 2 once each (windows [0, 2) and [0, 1) overlap)

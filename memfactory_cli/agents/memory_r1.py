@@ -62,8 +62,11 @@ class MemoryR1Config:
     # sequences per generate call of a frozen role (answer agent, extractor, fixed managers): a step's 150-250
     # answer prompts in one batch would hold 40-70 GB of KV cache (reviews/r1-rmm.md M2); HFGenerator's max_batch
     frozen_batch_size: int = 16
-    history_manager: str = "add_all"  # builds the bank before a turn row: add_all | <model path or alias>
-    bank_manager: str = "add_all"  # builds the bank of a question row: add_all | policy | <model path or alias>
+    # builds the bank before a turn row: add_all (rule: every extracted fact is added), frozen (the frozen answer model
+    # runs the manager prompt over the window, as the paper's GPT-4o-mini did) or a model path / alias (a stronger
+    # manager); LLM-built banks are cached per (conversation, window)
+    history_manager: str = "add_all"
+    bank_manager: str = "add_all"  # builds the bank of a question row: add_all | policy | frozen | <model path or alias>
     manager_window: int = 50  # prior turns in a turn row's bank (Memory-R1, Alg. 1)
     memories_per_speaker: int = 30  # the answer agent sees up to 2 x this many memories (Memory-R1: 30 + 30)
     max_answer_tokens: int = 64
@@ -163,6 +166,7 @@ class MemoryR1Agent(BaseAgent):
         self.modules(tokenizer)  # validate module options now, not at the first rollout
         self._roles: dict[str, Role] = {}
         self._banks: dict[tuple, MemoryBank] = {}
+        self._facts: dict[tuple, list[str]] = {}  # a frozen role's facts per turn
 
     # -- pieces ---------------------------------------------------------------------------------------------------
     def modules(self, tokenizer: Any) -> dict[str, Any]:
@@ -193,12 +197,21 @@ class MemoryR1Agent(BaseAgent):
         self._roles["frozen"] = role
 
     def extract(self, role: Role, turns: list[dict[str, Any]]) -> list[list[str]]:
+        """The facts of each turn. A frozen role decodes greedily, so its facts of a turn are computed once: a turn
+        sits in up to ``manager_window`` history windows (reviews/r1-rmm.md M11)."""
         extractor = self.modules(role.tokenizer)["extractor"]
         if not extractor.needs_model or not turns:
             return [extractor.parse("", t) for t in turns]
-        completions = role.generator.generate(extractor.prompts(turns), extractor.config.max_new_tokens)
+        frozen = any(role is r for r in self._roles.values())
+        key = lambda t: (id(role), t.get("dia_id"), t["speaker"], t["text"], t["timestamp"])  # noqa: E731
+        todo = [t for t in turns if not frozen or key(t) not in self._facts]
+        completions = role.generator.generate(extractor.prompts(todo), extractor.config.max_new_tokens) if todo else []
         texts = role.tokenizer.batch_decode(completions, skip_special_tokens=True)
-        return [extractor.parse(x, t) for x, t in zip(texts, turns)]
+        fresh = [extractor.parse(x, t) for x, t in zip(texts, todo)]
+        if not frozen:
+            return fresh
+        self._facts.update((key(t), f) for t, f in zip(todo, fresh))
+        return [self._facts[key(t)] for t in turns]
 
     def shown(self, bank: MemoryBank, facts: list[str]) -> list[MemoryEntry]:
         """The ``top_k`` old memories closest to any of the facts, best first."""
