@@ -153,23 +153,30 @@ def main() -> None:
     train(control, shuffled(rows, args.seed), llm, args.steps, args.seed)
     after, control_after = hits(trained, held_out, llm), hits(control, held_out, llm)
 
-    online = agent(online=True)
-    served = [t.scores["recall@m"] for t in online.rollout(online.episodes(stream), llm)]
-    online.online = False
-    online_after = hits(online, held_out, llm)
-    half, q = len(served) // 2, len(served) // 4
-    first, second = mean(served[:half]), mean(served[half:])
-    quarters = [mean(served[i * q : (i + 1) * q]) for i in range(4)]
+    lines = []
+    for selection in ("gumbel", "top_m"):
+        online = agent(online=True, online_selection=selection)
+        served = [t.scores["recall@m"] for t in online.rollout(online.episodes(stream), llm)]
+        online.online = False
+        online_after = hits(online, held_out, llm)
+        half, q = len(served) // 2, len(served) // 4
+        quarters = [mean(served[i * q : (i + 1) * q]) for i in range(4)]
+        lines.append(f"online {selection:6s} (fresh reranker, {len(served)} questions): served recall@5 by quarter "
+                     + " ".join(f"{x:.3f}" for x in quarters)
+                     + f"; then top-M on held-out {mean(online_after):.3f} (paired delta {paired(before, online_after)})")
+        if selection == "gumbel":
+            first, second = mean(served[:half]), mean(served[half:])
+        else:
+            first_m, second_m = mean(served[:half]), mean(served[half:])
     print(f"held-out n={len(held_out)}  K=20 M=5 tau=0.5 lr=1e-3 batch 4  steps={args.steps}  seed={args.seed}  "
           f"recall@K={recall_k:.3f}  {time.perf_counter() - start:.0f} s")
     print(f"trained:  recall@5 {mean(before):.3f} -> {mean(after):.3f}   paired delta {paired(before, after)}")
     print(f"shuffled: recall@5 {mean(before):.3f} -> {mean(control_after):.3f}   paired delta {paired(before, control_after)}"
           "   (queries swapped between rows in training)")
-    print(f"online (fresh reranker, {len(served)} questions, Gumbel-served): recall@5 by quarter "
-          + " ".join(f"{x:.3f}" for x in quarters)
-          + f"; then top-M on held-out {mean(online_after):.3f} (paired delta {paired(before, online_after)})")
+    print("\n".join(lines))
     print(f"recall_before={mean(before):.3f} trained_after={mean(after):.3f} shuffled_after={mean(control_after):.3f} "
-          f"online_first_half={first:.3f} online_second_half={second:.3f}")
+          f"online_first_half={first:.3f} online_second_half={second:.3f} "
+          f"online_top_m_first_half={first_m:.3f} online_top_m_second_half={second_m:.3f}")
 
 
 if __name__ == "__main__":

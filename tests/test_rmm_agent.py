@@ -225,3 +225,17 @@ def test_online_report_is_the_running_recall_over_the_stream(tokenizer):
     assert _agent(tokenizer, memory="turn").eval_report(records) is None
     with pytest.raises(UserError, match="only the linear reranker adapts online"):
         _agent(tokenizer, reranker="none", online=True)
+
+
+def test_online_top_m_serves_the_deterministic_selection_and_still_learns(tokenizer):
+    rows = [{**ROW, "id": f"q{i}"} for i in range(4)]
+    options = dict(memory="turn", top_m=2, batch_size=2, learning_rate=0.05)
+    online, llm = _agent(tokenizer, online=True, online_selection="top_m", **options), Scripted(tokenizer)
+    frozen = _agent(tokenizer, **options)
+    first = frozen.rollout(frozen.episodes(rows[:1]), llm)[0]
+    start = online.reranker.w_q.clone()
+    served = online.rollout(online.episodes(rows), llm)
+    assert served[0].selected == first.selected  # before any update, exactly the eval selection
+    assert not torch.equal(online.reranker.w_q, start)
+    with pytest.raises(UserError, match="online_selection must be gumbel or top_m"):
+        _agent(tokenizer, online=True, online_selection="greedy")

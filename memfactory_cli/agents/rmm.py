@@ -58,11 +58,16 @@ class RMMConfig:
     max_answer_tokens: int = 128
     enable_thinking: bool = False
     reranker_weights: str = ""  # a trained linear reranker (``<run>/final/reranker.pt``)
-    # RMM's online (test-time) adaptation, linear reranker: in evaluation every question is answered with Gumbel
-    # top-M selection, then the reranker learns from its citations before the next optimizer batch is answered
+    # RMM's online (test-time) adaptation, linear reranker: in evaluation every question is answered, then the
+    # reranker learns from its citations before the next optimizer batch is answered
     online: bool = False
+    # what online mode serves: gumbel (the paper's stochastic top-M, as in training) or top_m (the deterministic
+    # eval selection, learned from all the same; with cosine-scale scores and tau 0.5 Gumbel is close to uniform)
+    online_selection: str = "gumbel"
 
     def __post_init__(self) -> None:
+        if self.online_selection not in ("gumbel", "top_m"):
+            raise UserError(f"agent.options.online_selection must be gumbel or top_m, not '{self.online_selection}'")
         if self.memory not in MEMORY_SOURCES:
             raise UserError(f"agent.options.memory must be one of {', '.join(MEMORY_SOURCES)}, not '{self.memory}'")
         rf.check_positive(
@@ -330,7 +335,7 @@ class RMMAgent(BaseAgent):
         out: list[Trajectory] = []
         while len(out) < len(episodes):
             chunk = episodes[len(out) : len(out) + self.config.batch_size - self.reranker.pending]
-            trajs = self._rollout(chunk, generator, sample=True)
+            trajs = self._rollout(chunk, generator, sample=self.config.online_selection == "gumbel")
             learned = self.learn(trajs)
             for t in trajs:
                 t.stats["online/updates"] = learned["reranker/updates"] / len(trajs)
