@@ -136,9 +136,13 @@ def test_recall_over_an_empty_bank_is_unscored_and_counted(tokenizer):
 
 
 def test_a_paired_delta_without_pairs_is_none():
-    from memfactory_cli.workflows.rmm_train import _paired
+    from memfactory_cli.workflows.evaluate import before_after, paired_delta
 
-    assert _paired([{"em": 1.0}], [{"em": 0.0}], "recall@k") is None
+    assert paired_delta([{"em": 1.0}], [{"em": 0.0}], "recall@k") is None
+    before = {"n": 1, "metrics": {"recall@k": {"mean": 1.0, "stderr": 0.0}}, "per_question": [{"recall@k": 1.0}], "unscored": {}}
+    after = {"n": 1, "metrics": {"recall@k": {"mean": 0.0, "stderr": 0.0}}, "per_question": [{}], "unscored": {"recall@k": 1}}
+    summary = before_after(before, after, 0.0)
+    assert "recall@k" not in summary["delta"] and summary["unscored"]["after"] == {"recall@k": 1}
 
 
 def test_the_eval_summary_counts_unscored_rows():
