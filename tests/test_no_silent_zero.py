@@ -162,3 +162,14 @@ def test_the_eval_summary_counts_unscored_rows():
     rows = [{"id": "a", "question": "q", "answers": ["Lisbon"]}, {"id": "b", "question": "q", "answers": [""]}]
     out = evaluate_rows(Agent(), MemoryBankEnv(None), rows, None)
     assert out["metrics"]["em"]["mean"] == 1.0 and {k: out["unscored"][k] for k in ("em", "f1", "bleu1")} == {"em": 1, "f1": 1, "bleu1": 1}
+
+
+def test_rewards_and_the_judge_give_none_without_gold():
+    from memfactory_cli.rewards.judge import judge_texts
+    from memfactory_cli.rewards.judge.loopback import LoopbackJudge
+    from memfactory_cli.rewards.memory_r1 import answer_scores, memory_r1_outcome
+
+    assert memory_r1_outcome(None, ["x"], mr1_outcome=[answer_scores("Lisbon", [""])], metric="f1") == [None]
+    with LoopbackJudge() as judge:
+        scores, _, _ = judge_texts(["\\boxed{Lisbon}"], [[" "]], ["q"], base_url=judge.base_url, model="j", cache=False)
+        assert scores == [None] and judge.requests == 0

@@ -59,7 +59,7 @@ def memory_r1_outcome(prompts, completions, mr1_outcome=None, metric: str = "em"
         raise UserError(f"memory_r1_outcome.metric must be one of {', '.join(ANSWER_METRICS)}, not '{metric}'")
     if mr1_outcome is None:
         return [None] * len(completions)
-    return [None if o is None else float(o[metric]) for o in mr1_outcome]
+    return [None if o is None or o[metric] is None else float(o[metric]) for o in mr1_outcome]
 
 
 @register("reward", "memory_r1_format")

@@ -142,7 +142,8 @@ class Judge:
         require_boxed: bool = True,
         tasks: list[str | None] | None = None,
     ) -> tuple[list[float | None], JudgeReport]:
-        """Scores for model replies: no boxed answer is a wrong answer (0.0, no call), no references is ``None``.
+        """Scores for model replies: no boxed answer is a wrong answer (0.0, no call), no (non-blank) reference is
+        ``None``.
 
         With ``require_boxed=False`` an unboxed reply is judged whole (after any thinking), as RULER scoring does.
         The prediction goes to the judge on one line, so a policy cannot forge new sections of the judge prompt.
@@ -151,7 +152,7 @@ class Judge:
         ask: list[int] = []
         predictions: list[str] = []
         for i, completion in enumerate(completions):
-            if not references[i]:
+            if not any(str(r).strip() for r in references[i]):
                 continue
             prediction = extract_answer(completion)
             if prediction is None and not require_boxed:
