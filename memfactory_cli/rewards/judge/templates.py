@@ -122,8 +122,9 @@ def parse_yes_no(text: str) -> bool | None:
     return {"yes": True, "no": False}.get(word)
 
 
-# LongMemEval's answer-check prompts (xiaowu0162/LongMemEval src/evaluation/evaluate_qa.py, get_anscheck_prompt),
-# verbatim, by question type; "abstention" is the prompt of its ``_abs`` questions.
+# LongMemEval's answer-check prompts (xiaowu0162/LongMemEval src/evaluation/evaluate_qa.py, get_anscheck_prompt;
+# MIT License, Copyright (c) 2024 Di Wu), verbatim so the metric is LongMemEval's, by question type; "abstention" is
+# the prompt of its ``_abs`` questions.
 _LME_INTRO = "I will give you a question, a correct answer, and a response from a model. Please answer yes if the response contains the correct answer. Otherwise, answer no. If the response is equivalent to the correct answer or contains all the intermediate steps to get the correct answer, you should also answer yes. If the response only contains a subset of the information required by the answer, answer no. "
 _LME_BODY = "\n\nQuestion: {question}\n\nCorrect Answer: {answer}\n\nModel Response: {response}\n\nIs the model response correct? Answer yes or no only."
 LONGMEMEVAL_PROMPTS = {
