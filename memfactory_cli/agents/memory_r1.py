@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from memfactory_cli.agents.base import BaseAgent, Episode, Trajectory, Turn
 from memfactory_cli.envs.memory_bank import MemoryBank, MemoryEntry, Operation, bank_from_facts, row_kind
@@ -57,8 +57,8 @@ OPS = ("ADD", "UPDATE", "DELETE", "NOOP")
 @dataclass
 class MemoryR1Config:
     answer_model: str = ""  # frozen answer agent (and extractor) for manager training; "" = the policy's base model
-    answer_device: str = "auto"
-    answer_dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 elsewhere
+    answer_device: Literal["auto", "cpu", "cuda"] = "auto"
+    answer_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bfloat16 on CUDA, float32 elsewhere
     # sequences per generate call of a frozen role (answer agent, extractor, fixed managers): a step's 150-250
     # answer prompts in one batch would hold 40-70 GB of KV cache (reviews/r1-rmm.md M2); HFGenerator's max_batch
     frozen_batch_size: int = 16
