@@ -22,7 +22,7 @@ are cached per conversation state; policy-built banks are rebuilt every rollout.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from memfactory_cli.agents.base import BaseAgent, Episode, Trajectory, Turn
@@ -104,14 +104,6 @@ def final_answer(text: str) -> tuple[str | None, bool]:
     lines = [line.strip(" *\t") for line in after_thinking(text).splitlines()]
     lines = [line for line in lines if line]
     return (lines[-1] if lines else None), False
-
-
-@dataclass
-class MemoryR1Trajectory(Trajectory):
-    """An answer-agent trajectory plus the scores that need the row's LoCoMo category (``locomo_f1`` /
-    ``locomo_bleu1``, ``rewards/locomo.py``); evaluation merges ``scores`` with the env's."""
-
-    scores: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -365,11 +357,11 @@ class MemoryR1Agent(BaseAgent):
             finished = bool(completion) and completion[-1] in stop_ids(policy.tokenizer)
             category = e.row["meta"].get("category")
             trajectories.append(
-                MemoryR1Trajectory(
+                Trajectory(
                     episode=e,
                     turns=[Turn("answer", prompt, completion, finished, text=answer or "")],
                     memories=shown,
-                    scores=locomo_scores(answer, e.row["answers"][0] if e.row["answers"] else "", category),
+                    scores=locomo_scores(answer, e.row["answers"][0] if e.row["answers"] else "", category),  # LoCoMo's own scores need the category
                     extras={
                         "mr1_outcome": answer_scores(answer, e.row["answers"]),
                         "mr1_format": marked and answer is not None,
