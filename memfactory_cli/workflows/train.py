@@ -164,7 +164,8 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
     registry("agent").get(cfg.agent.name)
     registry("env").get(cfg.env.name)
     run_dir = ensure_writable_dir(Path(cfg.output.dir))
-    with launch.main_process_first(device) as main_process:  # rank 0 fills the caches, then the others read them
+    launch.bind_process(device)  # the process group and this rank's GPU, before anything loads
+    with launch.main_process_first() as main_process:  # rank 0 fills the caches, then the others read them
         model_path = resolve_model_path(cfg.model.name_or_path)
         if main_process:
             prepare_run_dir(run_dir, cfg, checkpoint)
@@ -229,6 +230,7 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
     from memfactory_cli.workflows.evaluate import paired_delta
 
     cfg = load_recipe(recipe, overrides)
+    launch.pin_single_gpu(cfg)  # before the checks initialise CUDA
     report = run_checks(cfg, "train", resume=resume)
     if launch.is_main_process():
         print(report.summary())
