@@ -24,6 +24,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from memfactory_cli.config.schema import LaunchConfig, RecipeConfig
 from memfactory_cli.errors import UserError
@@ -262,11 +263,14 @@ def main_process_first() -> Iterator[bool]:
         yield state.is_main_process
 
 
-def record_launch(run_dir: Path) -> None:
-    """``launch.json`` in the run folder: how many processes of which kind trained it (rank 0, distributed only)."""
+def record_launch(run_dir: Path, state: Any) -> None:
+    """``launch.json`` in the run folder: how many processes of which kind trained it (rank 0, distributed only).
+
+    ``state`` is the trainer's ``AcceleratorState``: only the Accelerator knows whether the run is DDP, DeepSpeed or
+    FSDP.
+    """
     if not distributed():
         return
-    state = _state()
     info = {
         "num_processes": state.num_processes,
         "nnodes": _env_int(os.environ, "NNODES", 1),

@@ -169,7 +169,6 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
         model_path = resolve_model_path(cfg.model.name_or_path)
         if main_process:
             prepare_run_dir(run_dir, cfg, checkpoint)
-            launch.record_launch(run_dir)
         env = build_env(cfg)
         train_rows = env.rows("train")
         eval_rows = env.rows("eval") if cfg.trainer.eval_before_after else []
@@ -200,6 +199,8 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
     )
     for cb in (PrinterCallback, HFProgress):
         trainer.remove_callback(cb)
+    if launch.is_main_process():
+        launch.record_launch(run_dir, trainer.accelerator.state)
     return TrainingRun(cfg, run_dir, tokenizer, agent, env, trainer, eval_rows, checkpoint)
 
 
