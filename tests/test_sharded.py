@@ -54,22 +54,21 @@ def overrides(out: Path, data: Path, **extra: str) -> list[str]:
     )
 
 
-def run_fsdp2(args: list[str], timeout: int = TIMEOUT) -> subprocess.CompletedProcess:
+def run_fsdp2(args: list[str], resume: str | None = None, **env: str) -> subprocess.CompletedProcess:
     """The launcher's own ``accelerate launch`` command, with the FSDP-on-CPU shim as the launched script."""
-    cfg = load_recipe(RECIPE, [a for a in args if not a.startswith("--")])
-    command = launch.launch_command(cfg, RECIPE, args)
+    command = launch.launch_command(load_recipe(RECIPE, args), RECIPE, args, resume=resume)
     at = command.index("--module")
     command[at : at + 2] = [str(SHIM)]
-    env = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "RANK")}
+    env = {**{k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "WORLD_SIZE", "RANK")}, **env}
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
     try:
-        out, err = proc.communicate(timeout=timeout)
+        out, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
         out, err = proc.communicate()
-        pytest.fail(f"2-process FSDP2 run hung past {timeout}s (collective mismatch?): {err[-2000:]}")
+        pytest.fail(f"2-process FSDP2 run hung past {TIMEOUT}s (collective mismatch?): {err[-2000:]}")
     return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
@@ -84,3 +83,35 @@ def test_fsdp2_with_kl_on_documents_of_different_lengths_completes(tmp_path):
     assert all(r["rows"] == 2 * 2 + 2 * 4 for r in lines), "short doc: 1 memory row + answer; long: 3 + answer"
     assert all("kl" in r for r in lines) and lines[0]["grad_norm"] > 0
     assert (out / "final" / "model.safetensors").exists()
+
+
+def test_killed_fsdp2_run_resumes_from_its_sharded_checkpoint_to_the_same_weights(tmp_path):
+    """As tests/test_resume.py, with FSDP2's checkpoint files (``pytorch_model_fsdp.bin``, ``optimizer.bin``, one
+    ``rng_state_N.pth`` per rank): two optimizer steps share one generation, and the resume at step 2 starts an
+    epoch."""
+    from memfactory_cli.trainer.checkpoints import latest_checkpoint, optimizer_layout
+    from tests.test_resume import max_abs_diff, steps
+
+    data = documents(tmp_path / "docs.json")
+    extra = {
+        "trainer.max_steps": "4",
+        "trainer.save_steps": "2",
+        "trainer.num_iterations": "2",
+        "trainer.learning_rate": "1e-2",
+        "output.keep_last": "1",
+    }
+    reference, out = tmp_path / "reference", tmp_path / "run"
+    assert run_fsdp2(overrides(reference, data, **extra)).returncode == 0
+
+    killed = run_fsdp2(overrides(out, data, **extra), MF_TEST_KILL_BEFORE_RENAME="checkpoint-4")
+    assert killed.returncode != 0 and steps(out) == [1, 2, 3, 4]
+    assert (out / ".checkpoint-4.tmp" / "checkpoint-4" / "optimizer.bin").exists(), "written, not yet renamed"
+    assert latest_checkpoint(out) == out / "checkpoint-2" and optimizer_layout(out / "checkpoint-2") == "fsdp"
+    assert sorted(p.name for p in (out / "checkpoint-2").glob("rng_state*")) == ["rng_state_0.pth", "rng_state_1.pth"]
+
+    resumed = run_fsdp2(overrides(out, data, **extra), resume="auto")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert steps(out) == [1, 2, 3, 4]
+    diff = max_abs_diff(reference / "final", out / "final")
+    assert diff <= 1e-6, diff
+    assert max_abs_diff(reference / "final", out / "checkpoint-4") <= 1e-6

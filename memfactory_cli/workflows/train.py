@@ -243,7 +243,7 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
     if launch.should_launch(cfg):
         return launch.relaunch(cfg, recipe, overrides, resume)
     if resume == "auto" and report.checkpoint is None and launch.is_main_process():
-        print(f"note: no complete checkpoint in {cfg.output.dir} yet; starting from step 0")
+        print(f"note: no checkpoint in {cfg.output.dir} yet; starting from step 0")
     training = build(cfg, checkpoint=report.checkpoint)
     before = _before_eval(training)
     start = time.perf_counter()
