@@ -1,7 +1,7 @@
 """What memfactory costs on top of TRL: one single-turn GRPO step through ``MemGRPOTrainer`` vs a plain ``GRPOTrainer``.
 
 Same tiny Qwen3 (two identical copies, one per trainer), same data (8 synthetic questions x G=4, chat prompts),
-same ``GRPOConfig`` (``workflows.train.grpo_args`` of one recipe), same reward, 24 new tokens per completion.
+same ``GRPOConfig`` (``trainer.config.grpo_args`` of one recipe), same reward, 24 new tokens per completion.
 
 - plain: ``trl.GRPOTrainer`` tokenises the chat prompts, generates, scores, trains.
 - memfactory: ``MemGRPOTrainer`` with a one-turn agent whose prompt is TRL's own tokenisation of the same chat (checked
@@ -75,9 +75,9 @@ def main() -> None:
 
     from memfactory_cli.config import load_recipe
     from memfactory_cli.trainer.callbacks import MetricsCallback, NullSink
+    from memfactory_cli.trainer.config import grpo_args
     from memfactory_cli.trainer.grpo import MemGRPOTrainer
     from memfactory_cli.workflows.common import build_env
-    from memfactory_cli.workflows.train import grpo_args
 
     torch.set_num_threads(1)  # a shared 2-core machine: two spinning threads per process ran far slower
     from _common import tiny_model_and_tokenizer

@@ -10,8 +10,8 @@ import torch
 
 from memfactory_cli.config import load_recipe
 from memfactory_cli.errors import UserError
+from memfactory_cli.trainer import config as backend
 from memfactory_cli.trainer.grpo import TrainerGenerator
-from memfactory_cli.workflows import backend, train
 from tests.test_cli import assert_one_line_error, memfactory
 
 VLLM_SERVER = [
@@ -27,13 +27,13 @@ VLLM_SERVER = [
 def test_hf_is_the_default_and_uses_transformers_generate(tmp_path):
     cfg = load_recipe(None, [])
     assert backend.generation_fields(cfg.generation, "cpu") == {"use_vllm": False}
-    assert train.grpo_args(cfg, tmp_path, "cpu", 8, [1.0]).use_vllm is False
+    assert backend.grpo_args(cfg, tmp_path, "cpu", 8, [1.0]).use_vllm is False
 
 
 def test_vllm_maps_onto_trl_fields(tmp_path, monkeypatch):
     monkeypatch.setattr(backend, "vllm_installed", lambda: True)
     cfg = load_recipe(None, VLLM_SERVER)
-    args = train.grpo_args(cfg, tmp_path, "cuda", 8, [1.0])
+    args = backend.grpo_args(cfg, tmp_path, "cuda", 8, [1.0])
     assert args.use_vllm and args.vllm_mode == "server"
     assert (args.vllm_server_host, args.vllm_server_port, args.vllm_max_model_length) == ("10.1.2.3", 8123, 8192)
     assert args.vllm_importance_sampling_correction is False  # memory rows carry no vLLM log-probs

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from memfactory_cli.config import load_recipe
+from memfactory_cli.trainer.config import batch_layout
 from memfactory_cli.workflows import train
 from tests.conftest import tiny_overrides
 
@@ -120,7 +121,7 @@ def test_batch_arithmetic_errors(override, match):
 
     cfg = load_recipe(None, ["trainer.gradient_accumulation_steps=2", "trainer.num_generations=3", override])
     with pytest.raises(UserError, match=match):
-        train.batch_layout(cfg)
+        batch_layout(cfg)
 
 
 def test_kl_and_several_iterations_cover_memory_rows(tmp_path):

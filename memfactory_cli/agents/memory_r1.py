@@ -25,9 +25,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from memfactory_cli.agents.base import Episode, Trajectory, Turn
-from memfactory_cli.agents.memagent import build_module
-from memfactory_cli.config.loader import build_dataclass
+from memfactory_cli.agents.base import BaseAgent, Episode, Trajectory, Turn
 from memfactory_cli.envs.memory_bank import MemoryBank, MemoryEntry, Operation, bank_from_facts, row_kind
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import Generator, HFGenerator, SamplingParams
@@ -131,45 +129,32 @@ def _mean_scores(scores: list[dict[str, float]]) -> dict[str, float] | None:
 
 
 @register("agent", "memory_r1")
-class MemoryR1Agent:
+class MemoryR1Agent(BaseAgent):
     """Slots: ``extractor`` (passthrough | llm), ``updater`` (memory_manager), ``retriever`` (embedding | bm25 | hybrid)."""
 
+    name = "memory_r1"
     slots = {"extractor": "extractor", "updater": "updater", "retriever": "retriever"}
     defaults = {"extractor": {"name": "passthrough"}, "updater": {"name": "memory_manager"}, "retriever": {"name": "embedding"}}
+    Config = MemoryR1Config
+    settings = {"train": ("manager", "answer")}
 
-    def __init__(self, tokenizer: Any, modules: dict[str, dict[str, Any]], train: str, config: MemoryR1Config):
-        unknown = set(modules) - set(self.slots)
-        if unknown:
-            raise UserError(f"agent.modules.{sorted(unknown)[0]}: memory_r1 has no such slot; slots: {', '.join(self.slots)}")
-        if train not in ("manager", "answer"):
-            raise UserError(f"agent.train must be manager or answer for memory_r1, not '{train}'")
-        if train == "answer" and config.bank_manager == "policy":
+    def __init__(self, tokenizer: Any, modules: dict[str, dict[str, Any]], train: str = "manager", config: MemoryR1Config | None = None):
+        super().__init__(tokenizer, modules, config, train=train)
+        if train == "answer" and self.config.bank_manager == "policy":
             raise UserError("agent.options.bank_manager: the answer agent trains on banks of a fixed manager (add_all or a model), not policy")
-        self.tokenizer = tokenizer
         self.train = train
-        self.config = config
-        self.specs = {slot: {**self.defaults[slot], **modules.get(slot, {})} for slot in self.slots}
         self._modules: dict[int, dict[str, Any]] = {}
-        self.retriever = build_module("retriever", self.specs["retriever"], tokenizer, "agent.modules.retriever")
+        self.retriever = self.module("retriever")
         self.modules(tokenizer)  # validate module options now, not at the first rollout
         self._roles: dict[str, Role] = {}
         self._banks: dict[tuple, MemoryBank] = {}
-
-    @classmethod
-    def from_config(cls, agent_cfg: Any, tokenizer: Any) -> MemoryR1Agent:
-        if agent_cfg.reranker:
-            raise UserError("agent.reranker: memory_r1 has no reranker")
-        config = build_dataclass(MemoryR1Config, dict(agent_cfg.options), "agent.options")
-        return cls(tokenizer, agent_cfg.modules, agent_cfg.train, config)
 
     # -- pieces ---------------------------------------------------------------------------------------------------
     def modules(self, tokenizer: Any) -> dict[str, Any]:
         """Extractor and updater built for one tokenizer (the policy's, or a frozen model's)."""
         key = id(tokenizer)
         if key not in self._modules:
-            self._modules[key] = {
-                slot: build_module(slot, self.specs[slot], tokenizer, f"agent.modules.{slot}") for slot in ("extractor", "updater")
-            }
+            self._modules[key] = {slot: self.module(slot, tokenizer) for slot in ("extractor", "updater")}
         return self._modules[key]
 
     @property
@@ -283,15 +268,11 @@ class MemoryR1Agent:
         texts = role.tokenizer.batch_decode(completions, skip_special_tokens=True)
         return [(p, c, t, shown) for (p, shown), c, t in zip(built, completions, texts)]
 
-    # -- the Agent protocol ---------------------------------------------------------------------------------------
-    def episode(self, row: dict[str, Any]) -> Episode:
-        return self.episodes([row])[0]
-
+    # -- the agent contract ---------------------------------------------------------------------------------------
     def episodes(self, rows: list[dict[str, Any]]) -> list[Episode]:
         for r in rows:
             row_kind(r)
-        ids = self.tokenizer([r["question"] for r in rows], add_special_tokens=False)["input_ids"] if rows else []
-        return [Episode(r, q, []) for r, q in zip(rows, ids)]
+        return super().episodes(rows)
 
     def rollout(self, episodes: list[Episode], generator: Generator) -> list[Trajectory]:
         training = getattr(generator, "trainer", None) is not None  # the trainer's generator (duck-typed: no upward import)

@@ -9,7 +9,7 @@ One episode = a question asked after a haystack of past sessions. A rollout:
 2. **Retrieve** the top-K entries with the retriever (frozen embeddings).
 3. **Rerank**, by ``agent.reranker``:
    - ``linear`` (paper): the residual linear reranker keeps M of K (Gumbel top-M while training, top-M in eval);
-     after the answer it learns by REINFORCE from the citations (:meth:`learn`, driven by ``workflows/rmm_train``);
+     after the answer it learns by REINFORCE from the citations (:meth:`learn`, driven by ``trainer/reinforce.py``);
    - ``llm`` (MemFactory-style, not the paper's method): the policy picks at most ``llm_max_ids`` ids from the top
      ``llm_top_k``; that turn is what GRPO trains, with the ``rmm_*`` rewards;
    - ``none``: the embedder's own top-M (the no-reranker baseline).
@@ -25,9 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memfactory_cli.agents.base import Episode, Trajectory, Turn
-from memfactory_cli.agents.memagent import build_module
-from memfactory_cli.config.loader import build_dataclass
+from memfactory_cli.agents.base import BaseAgent, Episode, Trajectory, Turn
 from memfactory_cli.data.dialogues import from_conversation_row, gold_turns
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import Generator
@@ -37,7 +35,7 @@ from memfactory_cli.registry import register
 
 RERANKERS = ("linear", "llm", "none")
 MEMORY_SOURCES = ("reflection", "turn", "session")
-# The file ``workflows/rmm_train`` writes next to the run and ``options.reranker_weights`` loads.
+# The file ``trainer/reinforce.py`` writes next to the run and ``options.reranker_weights`` loads.
 WEIGHTS_FILE = "reranker.pt"
 
 
@@ -86,7 +84,6 @@ class RMMTrajectory(Trajectory):
     selected: list[int] = field(default_factory=list)  # positions in ``candidates``, selection order
     cited: list[int] | None = None  # positions in ``selected``; None when the reply had no citation group
     answer_text: str = ""
-    scores: dict[str, float | None] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
     query_embedding: Any = None
     candidate_embeddings: Any = None
@@ -119,41 +116,34 @@ def _decode_sessions(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @register("agent", "rmm")
-class RMMAgent:
-    """Module slot ``retriever`` (family ``retriever``, default ``embedding``); options: :class:`RMMConfig`."""
+class RMMAgent(BaseAgent):
+    """Module slot ``retriever`` (family ``retriever``, default ``embedding``); options: :class:`RMMConfig`.
 
+    The linear reranker is not trained by GRPO: its learner is ``reinforce`` (``trainer/reinforce.py``); the ``llm``
+    reranker's turn is trained by GRPO.
+    """
+
+    name = "rmm"
     Config = RMMConfig
     slots = {"retriever": "retriever"}
+    defaults = {"retriever": {"name": "embedding"}}
+    settings = {"reranker": RERANKERS}
+    learner = "reinforce"
 
-    def __init__(self, tokenizer: Any, modules: dict[str, dict[str, Any]], reranker: str, config: RMMConfig):
-        unknown = set(modules) - set(self.slots)
-        if unknown:
-            raise UserError(f"agent.modules.{sorted(unknown)[0]}: rmm has no such slot; slots: {', '.join(self.slots)}")
-        if reranker not in RERANKERS:
-            raise UserError(f"agent.reranker must be one of {', '.join(RERANKERS)} for rmm, not '{reranker}'")
-        self.tokenizer = tokenizer
-        self.config = config
+    def __init__(self, tokenizer: Any, modules: dict[str, dict[str, Any]], reranker: str = "linear", config: RMMConfig | None = None):
+        super().__init__(tokenizer, modules, config, reranker=reranker)
         self.kind = reranker
-        spec = {"name": "embedding", **modules.get("retriever", {})}
-        self.retriever = build_module("retriever", spec, tokenizer, "agent.modules.retriever")
+        self.retriever = self.module("retriever")
         self.training = False  # Gumbel sampling (train) or plain top-M (eval) for the linear reranker
         self._reranker: LinearReranker | None = None
-        if reranker == "linear" or config.memory == "reflection":
+        if reranker == "linear" or self.config.memory == "reflection":
             self._require_embeddings()
         stops = (tokenizer.eos_token_id, tokenizer.pad_token_id)
         self.stop_ids = {i for i in stops if i is not None}
 
     @classmethod
-    def from_config(cls, agent_cfg: Any, tokenizer: Any) -> RMMAgent:
-        if agent_cfg.train:
-            raise UserError("agent.train: rmm has no roles; choose the learner with agent.reranker (linear | llm)")
-        config = build_dataclass(RMMConfig, dict(agent_cfg.options), "agent.options")
-        return cls(tokenizer, agent_cfg.modules, agent_cfg.reranker or "linear", config)
-
-    @staticmethod
-    def training_loop(agent_cfg: Any) -> str | None:
-        """The linear reranker is not trained by GRPO: ``memfactory train`` runs this loop instead."""
-        return "memfactory_cli.workflows.rmm_train:run" if (agent_cfg.reranker or "linear") == "linear" else None
+    def learner_for(cls, agent_cfg: Any):
+        return "grpo" if agent_cfg.reranker == "llm" else "reinforce"
 
     def _require_embeddings(self) -> None:
         if not callable(getattr(self.retriever, "embed", None)):
@@ -205,11 +195,7 @@ class RMMAgent:
 
     # -- episodes ---------------------------------------------------------------------------------------------------
     def episodes(self, rows: list[dict[str, Any]]) -> list[Episode]:
-        rows = [_decode_sessions(r) for r in rows]
-        if not rows:
-            return []
-        ids = self.tokenizer([r["question"] for r in rows], add_special_tokens=False)["input_ids"]
-        return [Episode(row, q, []) for row, q in zip(rows, ids)]
+        return super().episodes([_decode_sessions(r) for r in rows])
 
     # -- prospective reflection -------------------------------------------------------------------------------------
     def raw_bank(self, row: dict[str, Any]) -> rf.TopicBank:

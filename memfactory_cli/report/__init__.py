@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from memfactory_cli.io import atomic_write_text
-from memfactory_cli.report.summary import comparison, primary_metric, to_json, to_markdown
+from memfactory_cli.report.summary import before_after_table, comparison, primary_metric, to_json, to_markdown
 from memfactory_cli.report.trace import diff_html, trace_html
 
-__all__ = ["comparison", "diff_html", "primary_metric", "trace_html", "write_summary"]
+__all__ = ["before_after_table", "comparison", "diff_html", "primary_metric", "trace_html", "write_summary"]
 
 
 def write_summary(out_dir: Path, entries: list[dict[str, Any]]) -> dict[str, Path]:

@@ -80,3 +80,23 @@ def to_markdown(entries: list[dict[str, Any]]) -> str:
     if sampling:
         parts.append("Sampling: " + ", ".join(f"{key}={value}" for key, value in sampling.items()))
     return "\n\n".join(parts) + "\n"
+
+
+def before_after_table(before: dict[str, Any], after: dict[str, Any], deltas: dict[str, Any]) -> str:
+    """Print the held-out before/after table of a training run (mean ± stderr, paired delta); returns its text."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"held-out, n={before['n']}, greedy")
+    for col in ("metric", "before", "after", "Δ (paired)"):
+        table.add_column(col)
+    for m, d in deltas.items():
+        b, a = before["metrics"][m], after["metrics"][m]
+        table.add_row(
+            m, f"{b['mean']:.3f} ± {b['stderr']:.3f}", f"{a['mean']:.3f} ± {a['stderr']:.3f}", f"{d['mean']:+.3f} ± {d['stderr']:.3f}"
+        )
+    console = Console()
+    console.print(table)
+    with console.capture() as cap:
+        console.print(table)
+    return cap.get()

@@ -193,9 +193,8 @@ def _select_rows(out: dict[str, Any], keep: torch.Tensor) -> None:
 
 
 class MemGRPOTrainer(GRPOTrainer):
-    def __init__(self, *args: Any, agent: Any, rollout_sink: Any, skip_zero_advantage_rows: bool = True, **kwargs: Any):
+    def __init__(self, *args: Any, agent: Any, rollout_sink: Any, **kwargs: Any):
         self.agent = agent
-        self.skip_zero_advantage_rows = skip_zero_advantage_rows
         self.rollout_sink = rollout_sink
         self._batch_inputs: list[dict[str, Any]] = []
         self._trajectories: list[Trajectory] = []
@@ -284,7 +283,7 @@ class MemGRPOTrainer(GRPOTrainer):
         return {key: self._memory_logps(which, ids, mask, completion.size(1))[:n] for key, which in wanted}
 
     def _expand_rows(self, out: dict[str, Any]) -> dict[str, Any]:
-        if "importance_sampling_ratio" in out or "sampling_per_token_logps" in out:  # workflows/backend.py turns it off
+        if "importance_sampling_ratio" in out or "sampling_per_token_logps" in out:  # trainer/config.py turns it off
             raise NotImplementedError("vLLM importance-sampling correction is not supported for memory rows")
         device = out["prompt_ids"].device
         pad_id = self._tokenizer.pad_token_id
@@ -334,7 +333,7 @@ class MemGRPOTrainer(GRPOTrainer):
         agree (all right or all wrong), so this removes most of the update phase.
         """
         return (
-            self.skip_zero_advantage_rows
+            self.args.skip_zero_advantage_rows  # MemGRPOConfig
             and self.beta == 0.0
             and self.loss_type in ("dapo", "cispo")
             and self.top_entropy_quantile == 1.0
@@ -374,13 +373,13 @@ class MemGRPOTrainer(GRPOTrainer):
         metrics["trajectories"].append(slots)
         metrics["turns/mean"].append(turns / max(slots, 1))
         metrics["memory/within_budget"].append(within / max(slots, 1))
-        agent_metrics = getattr(self.agent, "rollout_metrics", None)
-        if agent_metrics is not None:  # agent-specific means (e.g. operation rates), averaged over processes
-            names, values = zip(*sorted(agent_metrics(trajs).items())) if trajs else ((), ())
-            if names:
-                gathered = self.accelerator.gather(torch.tensor(values, dtype=torch.float64, device=device))
-                for name, value in zip(names, gathered.view(-1, len(names)).mean(0).tolist()):
-                    metrics[name].append(value)
+        # agent-specific means (e.g. operation rates), averaged over processes
+        agent_metrics = sorted(self.agent.rollout_metrics(trajs).items()) if trajs else []
+        if agent_metrics:
+            names, values = zip(*agent_metrics)
+            gathered = self.accelerator.gather(torch.tensor(values, dtype=torch.float64, device=device))
+            for name, value in zip(names, gathered.view(-1, len(names)).mean(0).tolist()):
+                metrics[name].append(value)
         for phase in PHASES:
             metrics[f"time/{phase}_s"].append(self._phase_seconds[phase])
             self._phase_seconds[phase] = 0.0

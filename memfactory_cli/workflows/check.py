@@ -2,21 +2,21 @@
 
 It runs by itself and at the start of ``train`` (mode ``train``) and ``eval`` (mode ``eval``). It resolves every
 registry name and file (the model's config and tokenizer, agent and modules, environment, data rows, rewards),
-checks each turn's token budget against the model's context (the agent's optional ``check_budget`` hook), the
+checks each turn's token budget against the model's context (the agent's ``check_budget``), the
 batch and group arithmetic and the checkpoint settings, asks an HTTP judge one probe question, and estimates
-training rows per step (the agent's optional ``expected_rows`` hook). Each check that fails adds a problem and the
+training rows per step (the agent's ``expected_rows``). Each check that fails adds a problem and the
 others still run, so a recipe with three mistakes is reported once with three problems.
 """
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from memfactory_cli.agents.base import BaseAgent
 from memfactory_cli.config import RecipeConfig, load_recipe, to_yaml
 from memfactory_cli.config.loader import recipe_data, unknown_keys
 from memfactory_cli.errors import UserError
@@ -130,10 +130,10 @@ def _reward_problems(report: CheckReport, cfg: RecipeConfig) -> None:
 
 
 def _trainer_problems(report: CheckReport, cfg: RecipeConfig) -> None:
-    from memfactory_cli.workflows.train import batch_layout
+    from memfactory_cli.trainer.config import batch_layout, world_size
 
     t = cfg.trainer
-    layout = report.attempt(batch_layout, cfg, int(os.environ.get("WORLD_SIZE", "1")))
+    layout = report.attempt(batch_layout, cfg, world_size())
     if layout is not None:
         report.facts["batch"] = (
             f"{t.questions_per_step} questions x {t.num_generations} = {layout['slots']} trajectories "
@@ -186,26 +186,24 @@ def _model_problems(report: CheckReport, cfg: RecipeConfig, name: str, rows: lis
     described = f"{name} (context {context or 'unknown'})"
     report.facts["model"] = f"{report.facts['model']}, {described}" if "model" in report.facts else described
     questions = [len(q) for q in tokenizer([r["question"] for r in rows], add_special_tokens=False)["input_ids"]] if rows else [0]
-    hook = getattr(agent, "check_budget", None)
-    if hook is not None and context is not None:
-        kwargs = {"question_tokens": max(questions)} if "question_tokens" in inspect.signature(hook).parameters else {}
-        report.problems += hook(context, **kwargs)
+    if context is not None:
+        report.problems += agent.check_budget(context, question_tokens=max(questions))
     return agent
 
 
-def _rows_estimate(report: CheckReport, cfg: RecipeConfig, agent: Any, rows: list[dict[str, Any]]) -> None:
+def _rows_estimate(report: CheckReport, cfg: RecipeConfig, agent: BaseAgent, rows: list[dict[str, Any]]) -> None:
     sample = rows[:ESTIMATE_ROWS]
-    hook = getattr(agent, "expected_rows", None)
-    if hook is None or not sample:
+    counts = [agent.expected_rows(e) for e in agent.episodes(sample)]
+    known = bool(counts) and None not in counts
+    if not known:
         per_trajectory, how = 1.0, "at least"
     else:
-        counts = [hook(e) for e in agent.episodes(sample)]
         per_trajectory, how = sum(counts) / len(counts), "about"
     t = cfg.trainer
     total = t.questions_per_step * t.num_generations * per_trajectory
     report.facts["rows per step"] = (
         f"{how} {total:.0f} ({t.questions_per_step} x {t.num_generations} trajectories x {per_trajectory:.1f} rows"
-        f"{f', from {len(sample)} training rows' if hook is not None and sample else ''})"
+        f"{f', from {len(sample)} training rows' if known else ''})"
     )
 
 
@@ -215,8 +213,8 @@ def run_checks(
 ) -> CheckReport:
     """Every check for ``mode`` (train | eval | all); raises one ``UserError`` listing all problems when ``strict``."""
     from memfactory_cli.models.loading import _dtype, resolve_device
+    from memfactory_cli.trainer.config import resolve_bf16
     from memfactory_cli.workflows.resume import resume_problems
-    from memfactory_cli.workflows.train import resolve_bf16
 
     if mode not in MODES:
         raise ValueError(mode)

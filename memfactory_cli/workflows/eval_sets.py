@@ -162,7 +162,7 @@ def evaluate_set(
         progress(f"{set_name} x {label}: {len(log.select(set_name, label))}/{total} rows ({time.perf_counter() - start:.1f} s)")
     done = [r for r in log.select(set_name, label) if r["q"] < len(rows) and r["sample"] < k]
     _, summary = summarise(done, metrics, len(rows), k)
-    group_by = getattr(env, "group_by", None)  # e.g. LoCoMo's category: every metric per group too
+    group_by = env.group_by  # e.g. LoCoMo's category: every metric per group too
     groups = {"by": group_by, "groups": summarise_groups(done, rows, metrics, k, group_by)} if group_by else None
     return {
         "set": set_name,

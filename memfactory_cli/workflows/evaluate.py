@@ -9,6 +9,8 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+from memfactory_cli.agents.base import BaseAgent
+from memfactory_cli.envs.base import Env
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import Generator
 
@@ -21,8 +23,8 @@ def mean_stderr(values: list[float]) -> dict[str, float]:
 
 
 def rollout_pairs(
-    agent: Any,
-    env: Any,
+    agent: BaseAgent,
+    env: Env,
     rows: list[dict[str, Any]],
     generator: Generator,
     pairs: list[tuple[int, int]],
@@ -40,7 +42,7 @@ def rollout_pairs(
         episodes = dict(zip(questions, agent.episodes([rows[q] for q in questions])))
         trajectories = agent.rollout([episodes[q] for q, _ in chunk], generator)
         yield [
-            {**t.to_record(), "q": q, "sample": s, "context_tokens": len(t.episode.context_ids), "scores": {**env.score(t.answer, t.episode.row["answers"], metrics), **getattr(t, "scores", {})}}
+            {**t.to_record(), "q": q, "sample": s, "context_tokens": len(t.episode.context_ids), "scores": {**env.score(t.answer, t.episode.row["answers"], metrics), **t.scores}}
             for (q, s), t in zip(chunk, trajectories)
         ]
 
@@ -98,7 +100,7 @@ def summarise_groups(
 
 
 def evaluate_rows(
-    agent: Any, env: Any, rows: list[dict[str, Any]], generator: Generator, k: int = 1, batch_questions: int = 64
+    agent: BaseAgent, env: Env, rows: list[dict[str, Any]], generator: Generator, k: int = 1, batch_questions: int = 64
 ) -> dict[str, Any]:
     """Roll out ``k`` samples of every row and score them; returns per-question scores, records and the summary."""
     if k < 1:
@@ -108,7 +110,7 @@ def evaluate_rows(
     records = [r for batch in rollout_pairs(agent, env, rows, generator, pairs, metrics, batch_questions * k) for r in batch]
     per_question, summary = summarise(records, metrics, len(rows), k)
     out = {"n": len(rows), "k": k, "metrics": summary, "per_question": per_question, "records": records}
-    if getattr(env, "group_by", None):
+    if env.group_by:
         out["by_group"] = {"by": env.group_by, "groups": summarise_groups(records, rows, metrics, k, env.group_by)}
     return out
 

@@ -1,4 +1,6 @@
-"""``memfactory infer``: read one document through the memory agent and show the memory after each chunk.
+"""``memfactory infer``: one question about one document through the agent's ``respond``, with its memory trace
+(MemAgent: the memory after each chunk; Memory-R1 and RMM: the memories the answer saw, built from the document read
+as a conversation).
 
 ``--html`` also writes the self-contained memory-trace viewer; ``--from results.jsonl`` renders the rows of an
 earlier ``memfactory eval`` instead of running a model.
@@ -10,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from memfactory_cli.agents.base import Request
 from memfactory_cli.config import load_recipe
 from memfactory_cli.errors import UserError
 from memfactory_cli.io import read_text_file
@@ -83,17 +86,19 @@ def run(
     tokenizer = load_tokenizer(model_path)
     agent = build_agent(cfg, tokenizer)
     lm = load_model(cfg.model, device, model_path).eval()
-    row = {"id": "0", "question": question, "context": context, "answers": list(references or [])}
-    (trajectory,) = agent.rollout([agent.episode(row)], eval_generator(lm, tokenizer, cfg.eval))
+    request = Request(question, context, list(references or []))
+    (response,) = agent.respond(request, eval_generator(lm, tokenizer, cfg.eval))
+    trajectory = response.trajectory
     console = Console()
-    for i, memory in enumerate(trajectory.memories, 1):
-        console.print(Panel(memory or "[dim](empty)[/dim]", title=f"memory after chunk {i}/{len(trajectory.memories)}"))
-    console.print(Panel(trajectory.answer or "[dim](empty)[/dim]", title="answer", border_style="green"))
+    for i, memory in enumerate(response.trace, 1):
+        console.print(Panel(memory or "[dim](empty)[/dim]", title=agent.trace_title.format(i=i, n=len(response.trace))))
+    console.print(Panel(response.answer or "[dim](empty)[/dim]", title="answer", border_style="green"))
     record = trajectory.to_record()
     if references:
         env = build_env(cfg)
-        record["scores"] = env.score(trajectory.answer, row["answers"], env.metric_names([row]))
-        console.print("scores: " + ", ".join(f"{k}={v:.3f}" for k, v in record["scores"].items()))
+        row = trajectory.episode.row
+        record["scores"] = {**env.score(response.answer, request.references, env.metric_names([row])), **trajectory.scores}
+        console.print("scores: " + ", ".join(f"{k}={'-' if v is None else f'{v:.3f}'}" for k, v in record["scores"].items()))
     if html:
         console.print(f"wrote {write_html(html, [record], f'memory trace: {Path(doc).name}')}")
     return record

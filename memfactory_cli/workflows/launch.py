@@ -120,9 +120,8 @@ def prepare(cfg: RecipeConfig, world_size: int) -> None:
     """Everything that fails on bad input or fills a disk cache, done once before the processes start."""
     from memfactory_cli.models.loading import resolve_device, resolve_model_path
     from memfactory_cli.rewards import build_reward_funcs
-    from memfactory_cli.workflows.backend import generation_fields
+    from memfactory_cli.trainer.config import batch_layout, generation_fields
     from memfactory_cli.workflows.common import build_env
-    from memfactory_cli.workflows.train import batch_layout
 
     batch_layout(cfg, world_size)
     device = resolve_device(cfg.trainer.device)

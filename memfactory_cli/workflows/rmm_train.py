@@ -72,7 +72,7 @@ def run(cfg: RecipeConfig) -> Path:
     """Train the linear reranker online; returns the run directory."""
     from transformers import set_seed
 
-    from memfactory_cli.workflows.train import _eval_table
+    from memfactory_cli.report import before_after_table
 
     t = cfg.trainer
     for name in ("max_steps", "questions_per_step"):
@@ -143,7 +143,7 @@ def run(cfg: RecipeConfig) -> Path:
         after = _evaluate(agent, env, eval_rows, greedy, cfg.eval.batch_size)
         metrics = [m for m in before["metrics"] if m in after["metrics"]]
         deltas = {m: _paired(before["per_question"], after["per_question"], m) for m in metrics}
-        _eval_table({**before, "metrics": {m: before["metrics"][m] for m in metrics}}, after, deltas)
+        before_after_table(before, after, deltas)
         summary = {
             "n": before["n"],
             "train_seconds": train_seconds,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import time
 from dataclasses import dataclass
@@ -16,116 +15,10 @@ from memfactory_cli.io import atomic_write_text, ensure_writable_dir
 from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
 from memfactory_cli.registry import registry
 from memfactory_cli.rewards import build_reward_funcs
+from memfactory_cli.trainer.config import batch_layout, generation_fields, grpo_args, peft_config, world_size
 from memfactory_cli.workflows import launch
-from memfactory_cli.workflows.backend import generation_fields
 from memfactory_cli.workflows.common import build_agent, build_env, eval_generator
 from memfactory_cli.workflows.resume import prepare_run_dir
-
-
-def batch_layout(cfg: RecipeConfig, world_size: int = 1) -> dict[str, int]:
-    """Questions x G per step, split over processes and micro-batches; every mismatch is a clear error."""
-    t = cfg.trainer
-    for name in ("max_steps", "questions_per_step", "gradient_accumulation_steps"):
-        if getattr(t, name) <= 0:
-            raise UserError(f"trainer.{name} must be positive, got {getattr(t, name)}")
-    if t.num_generations < 2:
-        raise UserError(f"trainer.num_generations must be >= 2 for group advantages, got {t.num_generations}")
-    slots = t.questions_per_step * t.num_generations
-    per_device, rest = divmod(slots, world_size * t.gradient_accumulation_steps)
-    if rest or per_device == 0:
-        raise UserError(
-            f"questions_per_step x num_generations = {slots} trajectories must split evenly over "
-            f"{world_size} process(es) x {t.gradient_accumulation_steps} accumulation steps"
-        )
-    return {"per_device_train_batch_size": per_device, "slots": slots}
-
-
-def resolve_bf16(setting: str, device: str) -> bool:
-    import torch
-
-    if setting in ("true", "True", True):
-        return True
-    if setting in ("false", "False", False):
-        return False
-    if setting != "auto":
-        raise UserError(f"trainer.bf16 must be auto, true or false, not '{setting}'")
-    if device == "cuda":
-        return torch.cuda.is_bf16_supported()
-    # bf16 autocast only pays on CPUs with native bf16 (avx512_bf16 / AMX); elsewhere it is slower than fp32.
-    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
-
-
-def grpo_args(cfg: RecipeConfig, run_dir: Path, device: str, max_answer_tokens: int, reward_weights: list[float]):
-    from trl import GRPOConfig
-
-    t, g = cfg.trainer, cfg.generation
-    layout = batch_layout(cfg, int(os.environ.get("WORLD_SIZE", "1")))
-    return GRPOConfig(
-        output_dir=str(run_dir),
-        per_device_train_batch_size=layout["per_device_train_batch_size"],
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        num_generations=t.num_generations,
-        max_completion_length=max_answer_tokens,
-        max_steps=t.max_steps,
-        learning_rate=t.learning_rate,
-        lr_scheduler_type=t.lr_scheduler_type,
-        warmup_steps=t.warmup_steps,
-        weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm,
-        beta=t.beta,
-        epsilon=t.epsilon,
-        num_iterations=t.num_iterations,
-        loss_type=t.loss_type,
-        scale_rewards=t.scale_rewards,
-        temperature=g.temperature,
-        top_p=g.top_p,
-        top_k=g.top_k,
-        seed=t.seed,
-        use_cpu=device == "cpu",
-        bf16=resolve_bf16(str(t.bf16), device),
-        activation_checkpointing=t.gradient_checkpointing,
-        logging_steps=t.logging_steps,
-        save_strategy="steps" if t.save_steps > 0 else "no",
-        save_steps=max(t.save_steps, 1),
-        save_total_limit=cfg.output.keep_last or None,
-        report_to="none",
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        log_completions=False,
-        reward_weights=reward_weights,
-        **generation_fields(g, device),
-    )
-
-
-def peft_config(cfg: RecipeConfig):
-    if not cfg.model.lora.enabled:
-        return None
-    from peft import LoraConfig
-
-    lora = cfg.model.lora
-    return LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules), task_type="CAUSAL_LM"
-    )
-
-
-def _eval_table(before: dict[str, Any], after: dict[str, Any], deltas: dict[str, Any]) -> str:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"held-out, n={before['n']}, greedy")
-    for col in ("metric", "before", "after", "Δ (paired)"):
-        table.add_column(col)
-    for m, b in before["metrics"].items():
-        a, d = after["metrics"][m], deltas[m]
-        table.add_row(
-            m, f"{b['mean']:.3f} ± {b['stderr']:.3f}", f"{a['mean']:.3f} ± {a['stderr']:.3f}", f"{d['mean']:+.3f} ± {d['stderr']:.3f}"
-        )
-    console = Console()
-    console.print(table)
-    with console.capture() as cap:
-        console.print(table)
-    return cap.get()
 
 
 @dataclass
@@ -158,7 +51,7 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
     from memfactory_cli.trainer.grpo import MemGRPOTrainer
 
     device = resolve_device(cfg.trainer.device)
-    batch_layout(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+    batch_layout(cfg, world_size())
     generation_fields(cfg.generation, device)
     reward_funcs, weights = build_reward_funcs(cfg.rewards)
     registry("agent").get(cfg.agent.name)
@@ -195,7 +88,6 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
         callbacks=callbacks,
         agent=agent,
         rollout_sink=rollout_sink,
-        skip_zero_advantage_rows=cfg.trainer.skip_zero_advantage_rows,
     )
     for cb in (PrinterCallback, HFProgress):
         trainer.remove_callback(cb)
@@ -227,6 +119,7 @@ def _evaluate(run: TrainingRun) -> dict[str, Any]:
 
 def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
     """Train the recipe (from ``resume``: ``auto`` or a checkpoint folder); returns the run directory."""
+    from memfactory_cli.report import before_after_table
     from memfactory_cli.workflows.check import run_checks
     from memfactory_cli.workflows.evaluate import paired_delta
 
@@ -263,7 +156,7 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
             "delta": deltas,
         }
         if launch.is_main_process():
-            _eval_table(before, after, deltas)
+            before_after_table(before, after, deltas)
             atomic_write_text(training.run_dir / "eval_before_after.json", json.dumps(summary, indent=2))
     if launch.is_main_process():
         print(f"run directory: {training.run_dir}  (final model: {final})")
@@ -271,16 +164,12 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
 
 
 def agent_training_loop(cfg: RecipeConfig) -> Any:
-    """An agent whose learner is not GRPO on the LLM (RMM's linear reranker) names its own loop through
-    ``training_loop(agent_cfg) -> 'pkg.module:function' | None``; that function takes the recipe, returns the run dir."""
-    import importlib
-
-    declare = getattr(registry("agent").get(cfg.agent.name), "training_loop", None)
-    path = declare(cfg.agent) if declare is not None else None
-    if path is None:
+    """The agent's own loop when its learner is not GRPO on the LLM (RMM's linear reranker), else None."""
+    if registry("agent").get(cfg.agent.name).learner_for(cfg.agent) == "grpo":
         return None
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+    from memfactory_cli.workflows.rmm_train import run as reinforce
+
+    return reinforce
 
 
 def _train(training: TrainingRun, recipe: str, overrides: list[str]) -> Interrupted | None:

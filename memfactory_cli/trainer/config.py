@@ -1,0 +1,173 @@
+"""Recipe -> TRL settings: ``MemGRPOConfig`` and the derivations ``check``, ``launch`` and ``train`` share.
+
+This is TRL's ``<algo>_config.py`` next to ``<algo>_trainer.py``: everything that turns a typed recipe into the
+arguments of :class:`~memfactory_cli.trainer.grpo.MemGRPOTrainer` lives here, in the trainer layer, so that the
+workflows only orchestrate (and ``check`` can run the same derivations without building anything).
+
+Generation backend. ``generation.backend: vllm`` maps onto ``GRPOConfig``'s own vLLM fields; TRL builds the engine
+(``colocate``: one ``vllm.LLM`` inside every training process; ``server``: a client of ``trl vllm-serve`` running on
+other GPUs) and syncs the policy weights into it once per optimizer step. ``MemGRPOTrainer``'s generator calls TRL's
+``_generate_single_turn``, so every turn of every agent (MemAgent's batched turn k, single-turn agents) goes through
+that engine. GPU-only: this path cannot run in CI (no CUDA, no vllm); only the selection below is tested there.
+
+TRL's vLLM importance-sampling correction is switched off, on purpose. vLLM's sampling log-probs differ slightly from
+the training engine's, and TRL corrects for it with a truncated importance ratio over the rows *it* builds (the answer
+turns). The memory-update rows are built by the agent loop through the ``Generator`` interface, which returns token
+ids only, so they carry no sampling log-probs. Correcting the answer rows but not the memory rows would weight the two
+kinds of rows of one loss differently. With the correction off every row is trained by the classic PPO/GRPO ratio
+against old log-probs recomputed by the training engine, the same for all rows.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trl import GRPOConfig
+
+from memfactory_cli.config.schema import GenerationConfig, RecipeConfig
+from memfactory_cli.errors import UserError
+
+BACKENDS = ("hf", "vllm")
+VLLM_MODES = ("colocate", "server")
+
+
+@dataclass
+class MemGRPOConfig(GRPOConfig):
+    """``GRPOConfig`` plus the settings only ``MemGRPOTrainer`` reads (as TRL's own variants extend it)."""
+
+    skip_zero_advantage_rows: bool = field(
+        default=True,
+        metadata={"help": "Skip the forward/backward of advantage-0 rows where that leaves the gradient unchanged."},
+    )
+
+
+def batch_layout(cfg: RecipeConfig, world_size: int = 1) -> dict[str, int]:
+    """Questions x G per step, split over processes and micro-batches; every mismatch is a clear error."""
+    t = cfg.trainer
+    for name in ("max_steps", "questions_per_step", "gradient_accumulation_steps"):
+        if getattr(t, name) <= 0:
+            raise UserError(f"trainer.{name} must be positive, got {getattr(t, name)}")
+    if t.num_generations < 2:
+        raise UserError(f"trainer.num_generations must be >= 2 for group advantages, got {t.num_generations}")
+    slots = t.questions_per_step * t.num_generations
+    per_device, rest = divmod(slots, world_size * t.gradient_accumulation_steps)
+    if rest or per_device == 0:
+        raise UserError(
+            f"questions_per_step x num_generations = {slots} trajectories must split evenly over "
+            f"{world_size} process(es) x {t.gradient_accumulation_steps} accumulation steps"
+        )
+    return {"per_device_train_batch_size": per_device, "slots": slots}
+
+
+def world_size() -> int:
+    """Processes of this run, as the launcher set them (1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def resolve_bf16(setting: str, device: str) -> bool:
+    import torch
+
+    if setting in ("true", "True", True):
+        return True
+    if setting in ("false", "False", False):
+        return False
+    if setting != "auto":
+        raise UserError(f"trainer.bf16 must be auto, true or false, not '{setting}'")
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    # bf16 autocast only pays on CPUs with native bf16 (avx512_bf16 / AMX); elsewhere it is slower than fp32.
+    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
+
+
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def generation_fields(gen: GenerationConfig, device: str) -> dict[str, Any]:
+    """``GRPOConfig`` keyword arguments for ``gen``; every unusable setting is one clear error."""
+    if gen.backend not in BACKENDS:
+        raise UserError(f"generation.backend must be one of {', '.join(BACKENDS)}, not '{gen.backend}'")
+    if gen.backend == "hf":
+        return {"use_vllm": False}
+    if gen.vllm_mode not in VLLM_MODES:
+        raise UserError(f"generation.vllm_mode must be one of {', '.join(VLLM_MODES)}, not '{gen.vllm_mode}'")
+    if device != "cuda":
+        raise UserError(f"generation.backend=vllm needs a CUDA GPU (this run is on {device}); use generation.backend=hf")
+    if not vllm_installed():
+        raise UserError("generation.backend=vllm needs the vllm package: pip install 'memfactory[gpu]' (CUDA only)")
+    if not 0.0 < gen.vllm_gpu_memory_utilization <= 1.0:
+        raise UserError(f"generation.vllm_gpu_memory_utilization must be in (0, 1], got {gen.vllm_gpu_memory_utilization}")
+    if gen.vllm_tensor_parallel_size < 1:
+        raise UserError(f"generation.vllm_tensor_parallel_size must be >= 1, got {gen.vllm_tensor_parallel_size}")
+    return {
+        "use_vllm": True,
+        "vllm_mode": gen.vllm_mode,
+        "vllm_server_host": gen.vllm_server_host,
+        "vllm_server_port": gen.vllm_server_port,
+        "vllm_gpu_memory_utilization": gen.vllm_gpu_memory_utilization,
+        "vllm_tensor_parallel_size": gen.vllm_tensor_parallel_size,
+        "vllm_max_model_length": gen.vllm_max_model_length,
+        "vllm_enable_sleep_mode": gen.vllm_enable_sleep_mode,
+        "vllm_importance_sampling_correction": False,  # see the module docstring
+    }
+
+
+def grpo_args(
+    cfg: RecipeConfig, run_dir: Path, device: str, max_answer_tokens: int, reward_weights: list[float]
+) -> MemGRPOConfig:
+    """The trainer's arguments for ``cfg``: batch layout, optimiser, GRPO loss, sampling, saving, backend."""
+    t, g = cfg.trainer, cfg.generation
+    layout = batch_layout(cfg, world_size())
+    return MemGRPOConfig(
+        output_dir=str(run_dir),
+        per_device_train_batch_size=layout["per_device_train_batch_size"],
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        num_generations=t.num_generations,
+        max_completion_length=max_answer_tokens,
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_steps,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        beta=t.beta,
+        epsilon=t.epsilon,
+        num_iterations=t.num_iterations,
+        loss_type=t.loss_type,
+        scale_rewards=t.scale_rewards,
+        skip_zero_advantage_rows=t.skip_zero_advantage_rows,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        top_k=g.top_k,
+        seed=t.seed,
+        use_cpu=device == "cpu",
+        bf16=resolve_bf16(str(t.bf16), device),
+        activation_checkpointing=t.gradient_checkpointing,
+        logging_steps=t.logging_steps,
+        save_strategy="steps" if t.save_steps > 0 else "no",
+        save_steps=max(t.save_steps, 1),
+        save_total_limit=cfg.output.keep_last or None,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        log_completions=False,
+        reward_weights=reward_weights,
+        **generation_fields(g, device),
+    )
+
+
+def peft_config(cfg: RecipeConfig) -> Any:
+    """A LoRA config for ``model.lora`` (None: full fine-tuning)."""
+    if not cfg.model.lora.enabled:
+        return None
+    from peft import LoraConfig
+
+    lora = cfg.model.lora
+    return LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules), task_type="CAUSAL_LM"
+    )
