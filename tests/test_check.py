@@ -4,7 +4,7 @@ import pytest
 
 from memfactory_cli.agents.memagent import MemAgent
 from memfactory_cli.generation.base import Generator
-from tests.conftest import run_cli, tiny_overrides
+from tests.conftest import ROOT, run_cli, tiny_overrides
 
 RECIPE = "recipes/memagent_tiny_cpu.yaml"
 
@@ -88,3 +88,46 @@ def test_expected_rows_match_a_rollout(tokenizer, tmp_path):
     trajectories = agent.rollout(episodes, EOSGenerator(tokenizer.eos_token_id))
     assert [agent.expected_rows(e) for e in episodes] == [len(t.turns) for t in trajectories]
     assert len({len(t.turns) for t in trajectories}) > 1 or len(trajectories[0].turns) > 2
+
+
+# -- the batch arithmetic for the world size `train` will launch (M1) -------------------------------------------
+SHIPPED = sorted(p.name for p in (ROOT / "recipes").glob("*.yaml"))
+
+
+def _batch_problems(recipe: str, overrides: list[str]) -> list[str]:
+    from memfactory_cli.config import load_recipe
+    from memfactory_cli.workflows.check import CheckReport, _trainer_problems
+
+    report = CheckReport()
+    _trainer_problems(report, load_recipe(f"recipes/{recipe}", overrides))
+    return [p for p in report.problems if "split evenly" in p]
+
+
+@pytest.mark.parametrize("recipe", SHIPPED)
+@pytest.mark.parametrize("processes", [2, 4, 7, 8])
+def test_check_validates_the_launched_world_size_and_names_the_nearest_valid_settings(recipe, processes, monkeypatch):
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "NPROC_PER_NODE", "NNODES"):
+        monkeypatch.delenv(name, raising=False)  # before launch: only the recipe knows the world size
+    from memfactory_cli.config import load_recipe
+
+    launch = [f"launch.num_processes={processes}"]
+    t = load_recipe(f"recipes/{recipe}", []).trainer
+    splits = (t.questions_per_step * t.num_generations) % (processes * t.gradient_accumulation_steps) == 0
+    problems = _batch_problems(recipe, launch)
+    assert bool(problems) != splits, problems
+    if splits:
+        return
+    (problem,) = problems
+    assert f"over {processes} process(es)" in problem
+    suggestions = problem.split("nearest valid: ")[1].split(" or ")
+    assert suggestions and all(s.startswith("trainer.") for s in suggestions)
+    for setting in suggestions:
+        assert _batch_problems(recipe, [*launch, setting]) == [], setting
+
+
+def test_check_counts_every_node(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("NNODES", "2")
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")
+    (problem,) = _batch_problems("memagent_qwen3_1.7b.yaml", ["launch.num_processes=8"])
+    assert "over 16 process(es)" in problem and "trainer.gradient_accumulation_steps=24" in problem

@@ -130,14 +130,16 @@ def _reward_problems(report: CheckReport, cfg: RecipeConfig) -> None:
 
 
 def _trainer_problems(report: CheckReport, cfg: RecipeConfig) -> None:
-    from memfactory_cli.trainer.config import batch_layout, world_size
+    from memfactory_cli.trainer.config import batch_layout
+    from memfactory_cli.workflows.launch import world_size
 
     t = cfg.trainer
-    layout = report.attempt(batch_layout, cfg, world_size())
+    world = report.attempt(world_size, cfg)  # the processes `train` will run, before it launches them
+    layout = report.attempt(batch_layout, cfg, world) if world is not None else None
     if layout is not None:
         report.facts["batch"] = (
             f"{t.questions_per_step} questions x {t.num_generations} = {layout['slots']} trajectories "
-            f"({layout['per_device_train_batch_size']} per micro-batch)"
+            f"over {world} process(es) ({layout['per_device_train_batch_size']} per micro-batch)"
         )
     for name in ("learning_rate", "logging_steps", "num_iterations"):
         if getattr(t, name) <= 0:

@@ -75,6 +75,12 @@ def topology(cfg: LaunchConfig, env: Mapping[str, str] = os.environ) -> Topology
     return topo
 
 
+def world_size(cfg: RecipeConfig, env: Mapping[str, str] = os.environ) -> int:
+    """The processes this run trains with: the launcher's ``WORLD_SIZE`` inside a launched process, else the
+    processes ``memfactory train`` will launch (``launch.num_processes`` x nodes)."""
+    return _env_int(env, "WORLD_SIZE", 1) if launched(env) else topology(cfg.launch, env).world_size
+
+
 def launched(env: Mapping[str, str] = os.environ) -> bool:
     """True inside a process started by torchrun / accelerate launch."""
     return "LOCAL_RANK" in env or _env_int(env, "WORLD_SIZE", 1) > 1
