@@ -1,4 +1,5 @@
-"""Sharded training on 2 CPU processes: FSDP2 (``fully_shard`` over gloo, through accelerate's FSDP2 plugin).
+"""Sharded training on 2 CPU processes: FSDP2 (``fully_shard`` over gloo, through accelerate's FSDP2 plugin), and
+DeepSpeed ZeRO-3 over gloo where ``deepspeed`` is installed (slow: about 3 minutes on a loaded 2-core machine).
 
 Under FSDP2 every forward all-gathers each layer's parameters from all ranks, so every rank must run the same
 number of forwards: the two documents here have 1 and 3 chunks, and the sampler gives each rank one question (G=2),
@@ -19,7 +20,7 @@ from tests.conftest import ROOT, tiny_overrides
 from tests.test_launch import _free_port
 
 RECIPE = "recipes/memagent_tiny_cpu.yaml"
-SHIM = ROOT / "tests" / "fsdp2_on_cpu.py"
+SHIM = ROOT / "tests" / "sharded_on_cpu.py"
 TIMEOUT = 240  # a collective mismatch hangs: the run is killed and the test fails
 
 SHORT = "Alice keeps the red key in the kitchen drawer."
@@ -47,15 +48,16 @@ def overrides(out: Path, data: Path, **extra: str) -> list[str]:
             "trainer.beta": "0.04",
             "rewards": "[{name: 'tests.helpers:length_reward'}]",
             "launch.num_processes": "2",
-            "launch.config_file": "fsdp2",
             "launch.main_process_port": str(_free_port()),
             **extra,
         },
     )
 
 
-def run_fsdp2(args: list[str], resume: str | None = None, **env: str) -> subprocess.CompletedProcess:
-    """The launcher's own ``accelerate launch`` command, with the FSDP-on-CPU shim as the launched script."""
+def run_sharded(
+    args: list[str], resume: str | None = None, timeout: int = TIMEOUT, **env: str
+) -> subprocess.CompletedProcess:
+    """The launcher's own ``accelerate launch`` command, with the sharded-on-CPU shim as the launched script."""
     command = launch.launch_command(load_recipe(RECIPE, args), RECIPE, args, resume=resume)
     at = command.index("--module")
     command[at : at + 2] = [str(SHIM)]
@@ -64,25 +66,64 @@ def run_fsdp2(args: list[str], resume: str | None = None, **env: str) -> subproc
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # fmt: skip
     try:
-        out, err = proc.communicate(timeout=TIMEOUT)
+        out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
         out, err = proc.communicate()
-        pytest.fail(f"2-process FSDP2 run hung past {TIMEOUT}s (collective mismatch?): {err[-2000:]}")
+        pytest.fail(f"2-process sharded run hung past {timeout}s (collective mismatch?): {err[-2000:]}")
     return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
-def test_fsdp2_with_kl_on_documents_of_different_lengths_completes(tmp_path):
+def _trains_two_steps_in_lock_step(tmp_path, config_file: str, distributed_type: str, timeout: int = TIMEOUT) -> None:
     out = tmp_path / "run"
-    result = run_fsdp2(overrides(out, documents(tmp_path / "docs.json")))
+    args = overrides(out, documents(tmp_path / "docs.json"), **{"launch.config_file": config_file})
+    result = run_sharded(args, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads((out / "launch.json").read_text())
-    assert info["distributed_type"] == "FSDP" and info["backend"] == "gloo", info
+    assert info["distributed_type"] == distributed_type and info["backend"] == "gloo", info
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2]
     assert all(r["rows"] == 2 * 2 + 2 * 4 for r in lines), "short doc: 1 memory row + answer; long: 3 + answer"
     assert all("kl" in r for r in lines) and lines[0]["grad_norm"] > 0
     assert (out / "final" / "model.safetensors").exists()
+
+
+def test_fsdp2_with_kl_on_documents_of_different_lengths_completes(tmp_path):
+    _trains_two_steps_in_lock_step(tmp_path, "fsdp2", "FSDP")
+
+
+def zero3_sharding_every_parameter(tmp_path: Path) -> Path:
+    """The shipped zero3.yaml with ``stage3_param_persistence_threshold: 0``: DeepSpeed keeps parameters under 100k
+    elements whole on every rank, which is all of the tiny model's, so its forwards would gather nothing."""
+    import yaml
+
+    ds = {
+        "zero_optimization": {
+            "stage": 3,
+            "stage3_param_persistence_threshold": 0,
+            "stage3_gather_16bit_weights_on_model_save": True,
+        },
+        **dict.fromkeys(("train_micro_batch_size_per_gpu", "gradient_accumulation_steps", "gradient_clipping"), "auto"),
+        "bf16": {"enabled": "auto"},
+    }
+    (tmp_path / "ds_config.json").write_text(json.dumps(ds))
+    config = yaml.safe_load(launch.accelerate_config("zero3").read_text())
+    del config["mixed_precision"]  # accelerate refuses it beside a deepspeed_config_file
+    config["deepspeed_config"] = {
+        "deepspeed_config_file": str(tmp_path / "ds_config.json"),
+        "deepspeed_multinode_launcher": "standard",
+        "zero3_init_flag": True,
+    }
+    path = tmp_path / "zero3_all_sharded.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.slow
+def test_zero3_with_kl_on_documents_of_different_lengths_completes(tmp_path):
+    pytest.importorskip("deepspeed")
+    config = zero3_sharding_every_parameter(tmp_path)
+    _trains_two_steps_in_lock_step(tmp_path, str(config), "DEEPSPEED", timeout=600)
 
 
 def test_killed_fsdp2_run_resumes_from_its_sharded_checkpoint_to_the_same_weights(tmp_path):
@@ -94,6 +135,7 @@ def test_killed_fsdp2_run_resumes_from_its_sharded_checkpoint_to_the_same_weight
 
     data = documents(tmp_path / "docs.json")
     extra = {
+        "launch.config_file": "fsdp2",
         "trainer.max_steps": "4",
         "trainer.save_steps": "2",
         "trainer.num_iterations": "2",
@@ -101,15 +143,15 @@ def test_killed_fsdp2_run_resumes_from_its_sharded_checkpoint_to_the_same_weight
         "output.keep_last": "1",
     }
     reference, out = tmp_path / "reference", tmp_path / "run"
-    assert run_fsdp2(overrides(reference, data, **extra)).returncode == 0
+    assert run_sharded(overrides(reference, data, **extra)).returncode == 0
 
-    killed = run_fsdp2(overrides(out, data, **extra), MF_TEST_KILL_BEFORE_RENAME="checkpoint-4")
+    killed = run_sharded(overrides(out, data, **extra), MF_TEST_KILL_BEFORE_RENAME="checkpoint-4")
     assert killed.returncode != 0 and steps(out) == [1, 2, 3, 4]
     assert (out / ".checkpoint-4.tmp" / "checkpoint-4" / "optimizer.bin").exists(), "written, not yet renamed"
     assert latest_checkpoint(out) == out / "checkpoint-2" and optimizer_layout(out / "checkpoint-2") == "fsdp"
     assert sorted(p.name for p in (out / "checkpoint-2").glob("rng_state*")) == ["rng_state_0.pth", "rng_state_1.pth"]
 
-    resumed = run_fsdp2(overrides(out, data, **extra), resume="auto")
+    resumed = run_sharded(overrides(out, data, **extra), resume="auto")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert steps(out) == [1, 2, 3, 4]
     diff = max_abs_diff(reference / "final", out / "final")
