@@ -29,7 +29,7 @@ from memfactory_cli.agents.base import BaseAgent, Episode, Trajectory, Turn
 from memfactory_cli.envs.memory_bank import MemoryBank, MemoryEntry, Operation, bank_from_facts, row_kind
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import Generator, HFGenerator, SamplingParams
-from memfactory_cli.modules.extractor import chat_ids
+from memfactory_cli.modules.text import after_thinking, chat_ids, stop_ids
 from memfactory_cli.modules.updater import Plan
 from memfactory_cli.registry import register
 from memfactory_cli.rewards.memory_r1 import answer_scores
@@ -76,7 +76,7 @@ class MemoryR1Config:
 def parse_answer(text: str) -> str | None:
     """The answer after the last marker (``**Answer:**``, or ``**Answer**:``), first line, emphasis stripped; None
     when there is no marker."""
-    text = text.rsplit("</think>", 1)[-1]
+    text = after_thinking(text)
     markers = list(_MARKER.finditer(text))
     if not markers:
         return None
@@ -94,7 +94,7 @@ def final_answer(text: str) -> tuple[str | None, bool]:
     answer = parse_answer(text)
     if answer is not None:
         return answer, True
-    lines = [line.strip(" *\t") for line in text.rsplit("</think>", 1)[-1].splitlines()]
+    lines = [line.strip(" *\t") for line in after_thinking(text).splitlines()]
     lines = [line for line in lines if line]
     return (lines[-1] if lines else None), False
 
@@ -315,7 +315,7 @@ class MemoryR1Agent(BaseAgent):
         for e, m, keys, (prompt, completion, text, plan, bank) in zip(episodes, metas, owners, results):
             scores = [answer_scores(final_answer(replies[k][2])[0], q["answers"]) for k, q in zip(keys, m["qa"])]
             counts = {op: sum(o.event == op for o in plan.ops) for op in OPS}
-            finished = bool(completion) and completion[-1] in self._stop_ids(policy)
+            finished = bool(completion) and completion[-1] in stop_ids(policy.tokenizer)
             trajectories.append(
                 Trajectory(
                     episode=e,
@@ -334,7 +334,7 @@ class MemoryR1Agent(BaseAgent):
         trajectories = []
         for e, bank, (prompt, completion, text, shown) in zip(episodes, banks, replies):
             answer, marked = final_answer(text)
-            finished = bool(completion) and completion[-1] in self._stop_ids(policy)
+            finished = bool(completion) and completion[-1] in stop_ids(policy.tokenizer)
             trajectories.append(
                 Trajectory(
                     episode=e,
@@ -349,11 +349,6 @@ class MemoryR1Agent(BaseAgent):
                 )
             )
         return trajectories
-
-    @staticmethod
-    def _stop_ids(role: Role) -> set[int]:
-        tok = role.tokenizer
-        return {i for i in (tok.eos_token_id, tok.pad_token_id, tok.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int) and i != tok.unk_token_id}
 
     def rollout_metrics(self, trajectories: list[Trajectory]) -> dict[str, float]:
         """Operation rates (per operation over all operations), invalid-plan rate, answer format rate, bank size."""

@@ -31,6 +31,7 @@ from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import Generator
 from memfactory_cli.modules import reflection as rf
 from memfactory_cli.modules.reranker import LinearReranker, RerankerConfig
+from memfactory_cli.modules.text import chat_ids, stop_ids
 from memfactory_cli.registry import register
 
 RERANKERS = ("linear", "llm", "none")
@@ -138,8 +139,7 @@ class RMMAgent(BaseAgent):
         self._reranker: LinearReranker | None = None
         if reranker == "linear" or self.config.memory == "reflection":
             self._require_embeddings()
-        stops = (tokenizer.eos_token_id, tokenizer.pad_token_id)
-        self.stop_ids = {i for i in stops if i is not None}
+        self.stop_ids = stop_ids(tokenizer)
 
     @classmethod
     def learner_for(cls, agent_cfg: Any):
@@ -161,6 +161,10 @@ class RMMAgent(BaseAgent):
                 self._reranker.load(self.config.reranker_weights)
         return self._reranker
 
+    def finish_learning(self) -> None:
+        """Step the reranker on a partial last batch, so no gradient is dropped."""
+        self.reranker.step()
+
     def save(self, folder: Path) -> Path:
         path = folder / WEIGHTS_FILE
         self.reranker.save(path)
@@ -173,10 +177,7 @@ class RMMAgent(BaseAgent):
 
     # -- text <-> ids ---------------------------------------------------------------------------------------------
     def _prompt(self, text: str) -> list[int]:
-        chat = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True, enable_thinking=self.config.enable_thinking
-        )
-        return self.tokenizer(chat, add_special_tokens=False)["input_ids"]
+        return chat_ids(self.tokenizer, text, self.config.enable_thinking)
 
     def _generate(self, generator: Generator, texts: list[str], budget: int) -> list[tuple[list[int], list[int], str]]:
         """(prompt ids, completion ids, completion text) per prompt, in one generate call."""

@@ -140,3 +140,8 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
 
 def to_yaml(cfg: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_container(cfg: Any) -> dict[str, Any]:
+    """The typed recipe as plain dicts and lists (for loggers that store the configuration)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]

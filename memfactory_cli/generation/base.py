@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from memfactory_cli.modules.text import stop_ids
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -46,8 +48,7 @@ class HFGenerator:
         self.max_batch = max_batch
         self.shared_prefill = shared_prefill
         eos = model.generation_config.eos_token_id
-        eos_ids = eos if isinstance(eos, list) else [eos]
-        self.eos_ids = sorted({i for i in [*eos_ids, tokenizer.eos_token_id] if i is not None})
+        self.eos_ids = sorted(stop_ids(tokenizer, eos if isinstance(eos, list) else [eos]))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:

@@ -84,7 +84,7 @@ def choose_attention(requested: str, device: str) -> str:
     return "sdpa"
 
 
-def _dtype(name: str) -> Any:
+def torch_dtype(name: str) -> Any:
     import torch
 
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
@@ -109,7 +109,7 @@ def load_model(cfg: ModelConfig, device: str = "cpu", path: str | None = None):
 
     path = path or resolve_model_path(cfg.name_or_path)
     model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=_dtype(cfg.dtype), attn_implementation=choose_attention(cfg.attn_implementation, device)
+        path, dtype=torch_dtype(cfg.dtype), attn_implementation=choose_attention(cfg.attn_implementation, device)
     )
     return model.to(device)
 

@@ -214,7 +214,7 @@ def run_checks(
     cfg: RecipeConfig, mode: str = "train", resume: str | None = None, models: list[str] | None = None, strict: bool = True
 ) -> CheckReport:
     """Every check for ``mode`` (train | eval | all); raises one ``UserError`` listing all problems when ``strict``."""
-    from memfactory_cli.models.loading import _dtype, resolve_device
+    from memfactory_cli.models.loading import resolve_device, torch_dtype
     from memfactory_cli.trainer.config import resolve_bf16
     from memfactory_cli.workflows.resume import resume_problems
 
@@ -223,7 +223,7 @@ def run_checks(
     report = CheckReport(cfg=cfg)
     training = mode in ("train", "all")
     device = report.attempt(resolve_device, cfg.trainer.device)
-    report.attempt(_dtype, cfg.model.dtype)
+    report.attempt(torch_dtype, cfg.model.dtype)
     if device is not None:
         report.attempt(resolve_bf16, str(cfg.trainer.bf16), device)
     if cfg.model.attn_implementation not in ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3"):

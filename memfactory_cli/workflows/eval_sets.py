@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +21,7 @@ from memfactory_cli.config.schema import EvalConfig, RecipeConfig
 from memfactory_cli.data.sources import NeedsTokenizer, load_rows, set_source
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import HFGenerator, SamplingParams
-from memfactory_cli.io import atomic_write_text, ensure_writable_dir
+from memfactory_cli.io import append_jsonl, atomic_write_text, cut_torn_tail, ensure_writable_dir, read_jsonl
 from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
 from memfactory_cli.workflows.common import build_agent, build_env
 from memfactory_cli.workflows.evaluate import rollout_pairs, summarise, summarise_groups
@@ -48,21 +47,16 @@ class ResultsLog:
             self._load()
 
     def _load(self) -> None:
-        data = self.path.read_bytes()
-        complete = data.rfind(b"\n") + 1
-        for lineno, line in enumerate(data[:complete].splitlines(), 1):
-            if not line.strip():
-                continue
+        cut_torn_tail(self.path)
+        try:
+            rows = read_jsonl(self.path)
+        except UserError as exc:
+            raise UserError(f"{exc}; move the file away to start over") from None
+        for lineno, row in enumerate(rows, 1):
             try:
-                row = json.loads(line)
                 self.rows.setdefault(key(row), row)
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise UserError(f"{self.path}: line {lineno} is not a results row; move the file away to start over") from None
-        if complete < len(data):
-            with open(self.path, "r+b") as f:
-                f.truncate(complete)
-                f.flush()
-                os.fsync(f.fileno())
+            except (KeyError, TypeError, ValueError):
+                raise UserError(f"{self.path}: row {lineno} is not a results row; move the file away to start over") from None
 
     def __contains__(self, k: Key) -> bool:
         return k in self.rows
@@ -70,11 +64,7 @@ class ResultsLog:
     def append(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-        with open(self.path, "ab") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, rows)
         for r in rows:
             self.rows[key(r)] = r
 

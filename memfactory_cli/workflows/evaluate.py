@@ -115,6 +115,20 @@ def evaluate_rows(
     return out
 
 
-def paired_delta(before: list[dict[str, float]], after: list[dict[str, float]], metric: str) -> dict[str, float]:
-    """The per-question paired difference after - before, with its standard error."""
-    return mean_stderr([a[metric] - b[metric] for a, b in zip(after, before)])
+def paired_delta(before: list[dict[str, float]], after: list[dict[str, float]], metric: str) -> dict[str, float] | None:
+    """The per-question paired difference after - before, with its standard error, over the questions that have the
+    metric both times (RMM's recall is missing without gold evidence); None when none has."""
+    diffs = [a[metric] - b[metric] for b, a in zip(before, after) if metric in a and metric in b]
+    return mean_stderr(diffs) if diffs else None
+
+
+def before_after(before: dict[str, Any], after: dict[str, Any], train_seconds: float) -> dict[str, Any]:
+    """The ``eval_before_after.json`` of a training run: both summaries, the paired deltas, per group when grouped."""
+    deltas = {}
+    for m in before["metrics"]:
+        if m in after["metrics"] and (d := paired_delta(before["per_question"], after["per_question"], m)) is not None:
+            deltas[m] = d
+    summary = {"n": before["n"], "train_seconds": train_seconds, "before": before["metrics"], "after": after["metrics"], "delta": deltas}
+    if "by_group" in after:
+        summary.update(before_by_group=before.get("by_group"), after_by_group=after["by_group"])
+    return summary

@@ -8,14 +8,13 @@ earlier ``memfactory eval`` instead of running a model.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from memfactory_cli.agents.base import Request
 from memfactory_cli.config import load_recipe
 from memfactory_cli.errors import UserError
-from memfactory_cli.io import read_text_file
+from memfactory_cli.io import read_jsonl, read_text_file
 from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
 from memfactory_cli.workflows.common import build_agent, build_env, eval_generator
 
@@ -37,18 +36,13 @@ def read_results(path: str, sets: list[str] | None = None, limit: int | None = N
     if not p.is_file():
         raise UserError(f"--from {path}: file not found")
     rows = []
-    lines = p.read_text(encoding="utf-8").splitlines()
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if lineno == len(lines):
-                break  # the torn last line of a killed eval
-            raise UserError(f"--from {path}: line {lineno} is not JSON") from None
+    try:
+        records = read_jsonl(p, torn_tail="drop")  # a killed eval may leave a torn last line
+    except UserError as exc:
+        raise UserError(f"--from {exc}") from None
+    for n, row in enumerate(records, 1):
         if not isinstance(row, dict) or "answer" not in row:
-            raise UserError(f"--from {path}: line {lineno} is not a trajectory record (no 'answer')")
+            raise UserError(f"--from {path}: record {n} is not a trajectory record (no 'answer')")
         if not sets or row.get("set") in sets:
             rows.append(row)
     if not rows:
