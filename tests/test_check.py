@@ -131,3 +131,20 @@ def test_check_counts_every_node(monkeypatch):
     monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")
     (problem,) = _batch_problems("memagent_qwen3_1.7b.yaml", ["launch.num_processes=8"])
     assert "over 16 process(es)" in problem and "trainer.gradient_accumulation_steps=24" in problem
+
+
+@pytest.mark.parametrize("config_file", ["zero3", "fsdp2"])
+def test_a_sharded_config_on_cpu_processes_is_refused_before_launch(tmp_path, capsys, monkeypatch, config_file):
+    """accelerate would silently train plain DDP there (it enables DeepSpeed/FSDP on accelerators only)."""
+    for name in ("WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    many = [*tiny_overrides(tmp_path / "run"), "launch.num_processes=2"]
+    assert run_cli("check", RECIPE, *many, f"launch.config_file={config_file}") == 2
+    assert "shards only on GPUs" in capsys.readouterr().err
+    assert run_cli("check", RECIPE, *many, "launch.config_file=ddp") == 0
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")  # a launched process (the sharded CPU tests' shim) is past the check
+    from memfactory_cli.config import load_recipe
+    from memfactory_cli.workflows import launch
+
+    assert launch.sharding_problem(load_recipe(RECIPE, [*many, f"launch.config_file={config_file}"]), "cpu") is None

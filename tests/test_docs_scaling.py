@@ -1,10 +1,10 @@
 """Every ``memfactory train`` command in docs/scaling.md passes ``memfactory check``.
 
 The check runs as it would on the user's machine before launch, for the world size the command launches
-(``launch.num_processes`` x ``NNODES`` from its environment prefix, or ``#SBATCH --nodes``), with four settings
-swapped for what this CPU machine has: the tiny model for the hub model, the synthetic data for the downloaded
-parquet, ``trainer.device=cpu`` and ``generation.backend=hf``. Everything else of the command is checked as written:
-recipe keys, the batch layout, the launch settings.
+(``launch.num_processes`` x ``NNODES`` from its environment prefix, or ``#SBATCH --nodes``), with the CUDA probe
+faked (8 GPUs) and three settings swapped for what this CPU machine has: the tiny model for the hub model, the
+synthetic data for the downloaded parquet, and ``generation.backend=hf`` (vLLM is not installed). Everything else of
+the command is checked as written: recipe keys, the batch layout, the launch and sharding settings.
 """
 
 import re
@@ -19,7 +19,6 @@ OFFLINE = [
     "model.name_or_path=tiny-qwen3-bpe",
     "data.train=synth_train",
     "data.eval=synth_eval",
-    "trainer.device=cpu",
     "generation.backend=hf",
 ]
 COMMAND = re.compile(r"((?:\b[A-Z_]+=\S+\s+)*)memfactory train (recipes/\S+?\.yaml)((?:\s+[\w.]+=[^\s`'|]+)*)")
@@ -55,9 +54,14 @@ def test_the_doc_has_commands_for_one_to_eight_gpus_and_two_nodes():
 
 @pytest.mark.parametrize("env,recipe,overrides", COMMANDS, ids=[" ".join(c[2]) or c[1] for c in COMMANDS])
 def test_documented_command_passes_check(env, recipe, overrides, tmp_path, monkeypatch):
+    import torch
+
     from memfactory_cli.config import load_recipe
     from memfactory_cli.workflows.check import run_checks
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     for name in ("WORLD_SIZE", "LOCAL_RANK", "RANK", "NNODES", "NODE_RANK", "MASTER_ADDR", "NPROC_PER_NODE"):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():

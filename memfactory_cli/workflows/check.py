@@ -21,6 +21,7 @@ from memfactory_cli.config import RecipeConfig, load_recipe, to_yaml
 from memfactory_cli.config.loader import recipe_data, unknown_keys
 from memfactory_cli.errors import UserError
 from memfactory_cli.registry import registry
+from memfactory_cli.workflows import launch
 
 MODES = ("train", "eval", "all")
 LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "vespo")
@@ -131,10 +132,9 @@ def _reward_problems(report: CheckReport, cfg: RecipeConfig) -> None:
 
 def _trainer_problems(report: CheckReport, cfg: RecipeConfig) -> None:
     from memfactory_cli.trainer.config import batch_layout
-    from memfactory_cli.workflows.launch import world_size
 
     t = cfg.trainer
-    world = report.attempt(world_size, cfg)  # the processes `train` will run, before it launches them
+    world = report.attempt(launch.world_size, cfg)  # the processes `train` will run, before it launches them
     layout = report.attempt(batch_layout, cfg, world) if world is not None else None
     if layout is not None:
         report.facts["batch"] = (
@@ -231,6 +231,8 @@ def run_checks(
     rows: list[dict[str, Any]] = []
     if training:
         _trainer_problems(report, cfg)
+        if device is not None and (problem := report.attempt(launch.sharding_problem, cfg, device)):
+            report.problems.append(problem)
         env = report.attempt(lambda: registry("env").get(cfg.env.name)(cfg.data))
         if env is not None:
             rows = report.attempt(env.rows, "train") or []

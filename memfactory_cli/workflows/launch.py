@@ -104,6 +104,26 @@ def accelerate_config(name: str) -> Path:
     return path
 
 
+def sharding_problem(cfg: RecipeConfig, device: str, env: Mapping[str, str] = os.environ) -> str | None:
+    """Why the recipe's sharded accelerate config would not shard, or None.
+
+    accelerate turns a DeepSpeed or FSDP config into DeepSpeed / FSDP only on accelerators: several CPU processes
+    with ``zero3`` or ``fsdp2`` silently train plain DDP. Checked before launch (a launched process is past it).
+    """
+    import yaml
+
+    if device != "cpu" or launched(env) or topology(cfg.launch, env).world_size == 1:
+        return None
+    path = accelerate_config(cfg.launch.config_file)
+    kind = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("distributed_type")
+    if kind not in ("DEEPSPEED", "FSDP"):
+        return None
+    return (
+        f"launch.config_file={cfg.launch.config_file} ({kind}) shards only on GPUs: on CPU processes accelerate trains "
+        "plain DDP; use launch.config_file=ddp, or trainer.device=cuda"
+    )
+
+
 def launch_command(
     cfg: RecipeConfig, recipe: str | None, overrides: list[str], env: Mapping[str, str] = os.environ, resume: str | None = None
 ) -> list[str]:
