@@ -55,13 +55,7 @@ def read_jsonl(path: Path, torn_tail: Literal["drop", "error"] = "error") -> lis
     ``torn_tail="drop"`` ignores a last line that lacks its newline and does not parse: what a killed writer of
     :func:`append_jsonl` leaves behind. ``"error"`` treats it as any other bad line (files written by people).
     """
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a UTF-8 text file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    lines = text.split("\n")
+    lines = read_text_file(path, "JSON lines file").split("\n")
     rows = []
     for lineno, line in enumerate(lines, 1):
         if not line.strip():

@@ -46,8 +46,8 @@ def test_vllm_maps_onto_trl_fields(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "overrides,device,installed,match",
     [
-        (["generation.backend=sglang"], "cuda", True, "must be one of hf, vllm"),
-        (["generation.backend=vllm", "generation.vllm_mode=remote"], "cuda", True, "vllm_mode must be one of"),
+        (["generation.backend=sglang"], "cuda", True, "expected one of ['hf', 'vllm']"),
+        (["generation.backend=vllm", "generation.vllm_mode=remote"], "cuda", True, "generation.vllm_mode: Invalid value 'remote'"),
         (["generation.backend=vllm"], "cpu", True, "needs a CUDA GPU"),
         (["generation.backend=vllm"], "cuda", False, "needs the vllm package"),
         (["generation.backend=vllm", "generation.vllm_gpu_memory_utilization=1.5"], "cuda", True, "must be in (0, 1]"),

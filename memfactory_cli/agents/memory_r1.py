@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from memfactory_cli.agents.base import BaseAgent, Episode, Trajectory, Turn
 from memfactory_cli.envs.memory_bank import MemoryBank, MemoryEntry, Operation, bank_from_facts, row_kind
@@ -56,8 +56,8 @@ OPS = ("ADD", "UPDATE", "DELETE", "NOOP")
 @dataclass
 class MemoryR1Config:
     answer_model: str = ""  # frozen answer agent (and extractor) for manager training; "" = the policy's base model
-    answer_device: str = "auto"
-    answer_dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 elsewhere
+    answer_device: Literal["auto", "cpu", "cuda"] = "auto"
+    answer_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bfloat16 on CUDA, float32 elsewhere
     history_manager: str = "add_all"  # builds the bank before a turn row: add_all | <model path or alias>
     bank_manager: str = "add_all"  # builds the bank of a question row: add_all | policy | <model path or alias>
     manager_window: int = 50  # prior turns in a turn row's bank (Memory-R1, Alg. 1)

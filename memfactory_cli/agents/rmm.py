@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from memfactory_cli.agents.base import BaseAgent, Episode, Trajectory, Turn
 from memfactory_cli.data.dialogues import from_conversation_row, gold_turns
@@ -35,14 +35,13 @@ from memfactory_cli.modules.text import chat_ids, stop_ids
 from memfactory_cli.registry import register
 
 RERANKERS = ("linear", "llm", "none")
-MEMORY_SOURCES = ("reflection", "turn", "session")
 # The file ``trainer/reinforce.py`` writes next to the run and ``options.reranker_weights`` loads.
 WEIGHTS_FILE = "reranker.pt"
 
 
 @dataclass
 class RMMConfig:
-    memory: str = "reflection"  # reflection | turn | session: what one bank entry is
+    memory: Literal["reflection", "turn", "session"] = "reflection"  # what one bank entry is
     top_k: int = 20  # K retrieved
     top_m: int = 5  # M kept and shown to the answer prompt
     tau: float = 0.5
@@ -61,8 +60,6 @@ class RMMConfig:
     reranker_weights: str = ""  # a trained linear reranker (``<run>/final/reranker.pt``)
 
     def __post_init__(self) -> None:
-        if self.memory not in MEMORY_SOURCES:
-            raise UserError(f"agent.options.memory must be one of {', '.join(MEMORY_SOURCES)}, not '{self.memory}'")
         rf.check_positive(
             "agent.options", top_k=self.top_k, top_m=self.top_m, update_top_k=self.update_top_k, llm_top_k=self.llm_top_k,
             llm_max_ids=self.llm_max_ids, max_extract_tokens=self.max_extract_tokens, max_update_tokens=self.max_update_tokens,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from memfactory_cli.errors import UserError
-from memfactory_cli.io import read_jsonl
+from memfactory_cli.io import read_jsonl, read_text_file
 
 DATA_DIR = Path("data")  # relative to the working directory, like the data paths in recipes
 FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
@@ -20,18 +20,16 @@ FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
 
 def read_rows_file(path: Path) -> list[Any]:
     """The rows of a .parquet, a .jsonl, a JSON list, or a .json file of one object per line; one clear line if not."""
-    try:
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
 
+        try:
             return pq.read_table(path).to_pylist()
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a UTF-8 text file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except Exception as exc:  # pyarrow raises its own types for corrupt files
-        raise UserError(f"{path}: not a readable parquet file: {str(exc).splitlines()[0]}") from None
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except Exception as exc:  # pyarrow raises its own types for corrupt files
+            raise UserError(f"{path}: not a readable parquet file: {str(exc).splitlines()[0]}") from None
+    text = read_text_file(path, "data file")
     if not text.strip():
         raise UserError(f"{path}: the file is empty")
     if path.suffix == ".jsonl" or (path.suffix == ".json" and not text.lstrip().startswith("[")):

@@ -32,7 +32,7 @@ from trl import GRPOTrainer
 from trl.trainer.utils import use_adapter
 
 from memfactory_cli.agents.base import Trajectory
-from memfactory_cli.generation.base import prefill_cache
+from memfactory_cli.generation.base import CACHE_KWARG, prefill_cache
 from memfactory_cli.io import replace_dir
 from memfactory_cli.trainer.checkpoints import EpochSeededSampler, staging_dir
 from memfactory_cli.trainer.trl_patches import lean_cpu_logprob_tiles, score_only_completion_positions
@@ -51,8 +51,8 @@ def shared_prefill(model: Any, pad_id: int) -> Iterator[None]:
     original = model.generate
 
     def generate(*args: Any, input_ids: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:
-        if input_ids is not None and attention_mask is not None and kwargs.get("past_key_values") is None:
-            kwargs["past_key_values"] = prefill_cache(model, input_ids, attention_mask, pad_id)
+        if input_ids is not None and attention_mask is not None and kwargs.get(CACHE_KWARG) is None:
+            kwargs[CACHE_KWARG] = prefill_cache(model, input_ids, attention_mask, pad_id)
         return original(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     model.generate = generate

@@ -2,11 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
-from memfactory_cli.config.schema import EvalConfig, GenerationConfig, RecipeConfig
+from memfactory_cli.config.schema import EvalConfig, GenerationConfig, ModelConfig, RecipeConfig
 from memfactory_cli.generation.base import HFGenerator, SamplingParams
+from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
 from memfactory_cli.registry import registry
+
+
+@dataclass
+class Policy:
+    """A resolved model (device, folder, tokenizer) and the agent built for its tokenizer; weights load on demand."""
+
+    model_cfg: ModelConfig
+    path: str
+    device: str
+    tokenizer: Any
+    agent: Any
+
+    def load(self, frozen: bool = True) -> Any:
+        """The weights, in eval mode; ``frozen`` also turns their gradients off (nothing of the LLM learns)."""
+        model = load_model(self.model_cfg, self.device, self.path).eval()
+        if frozen:
+            for p in model.parameters():
+                p.requires_grad_(False)
+        return model
+
+
+def load_policy(cfg: RecipeConfig, model: str | None = None) -> Policy:
+    """The one sequence every command starts with: device, model folder (``model`` overrides the recipe's),
+    tokenizer, agent. Bad input fails here, before any weights load."""
+    label = model or cfg.model.name_or_path
+    device = resolve_device(cfg.trainer.device)
+    path = resolve_model_path(label)
+    tokenizer = load_tokenizer(path)
+    return Policy(dataclasses.replace(cfg.model, name_or_path=label), path, device, tokenizer, build_agent(cfg, tokenizer))
 
 
 def build_agent(cfg: RecipeConfig, tokenizer: Any) -> Any:

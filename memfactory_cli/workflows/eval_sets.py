@@ -22,8 +22,7 @@ from memfactory_cli.data.sources import NeedsTokenizer, load_rows, set_source
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import HFGenerator, SamplingParams
 from memfactory_cli.io import append_jsonl, atomic_write_text, cut_torn_tail, ensure_writable_dir, read_jsonl
-from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
-from memfactory_cli.workflows.common import build_agent, build_env
+from memfactory_cli.workflows.common import build_env, load_policy
 from memfactory_cli.workflows.evaluate import rollout_pairs, summarise, summarise_groups
 
 Key = tuple[str, str, int, int]
@@ -250,18 +249,16 @@ def _run(
     log = ResultsLog(out_dir / "results.jsonl")
     from transformers import set_seed
 
-    device = resolve_device(cfg.trainer.device)
     env = build_env(cfg)
     entries: list[dict[str, Any]] = []
     for label in labels:
-        path = resolve_model_path(label)
-        tokenizer = load_tokenizer(path)
-        agent = build_agent(cfg, tokenizer)
+        policy = load_policy(cfg, label)
+        tokenizer, agent = policy.tokenizer, policy.agent
         rows = {name: shared[name] if name in shared else load_rows(name, cfg.data, limit, tokenizer) for name in set_names}
         lm = None
         for name in set_names:
             if any((name, label, q, s) not in log for q in range(len(rows[name])) for s in range(k)) and lm is None:
-                lm = load_model(dataclasses.replace(cfg.model, name_or_path=label), device, path).eval()
+                lm = policy.load()
             generator = HFGenerator(lm, tokenizer, sampling, max_batch=cfg.eval.batch_size) if lm is not None else _NoGenerator(sampling)
             set_seed(cfg.trainer.seed)
             entries.append(evaluate_set(log, name, label, rows[name], agent, env, generator, cfg, k, progress))

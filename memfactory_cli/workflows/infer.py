@@ -15,8 +15,7 @@ from memfactory_cli.agents.base import Request
 from memfactory_cli.config import load_recipe
 from memfactory_cli.errors import UserError
 from memfactory_cli.io import read_jsonl, read_text_file
-from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
-from memfactory_cli.workflows.common import build_agent, build_env, eval_generator
+from memfactory_cli.workflows.common import build_env, eval_generator, load_policy
 
 
 def write_html(path: str, records: list[dict[str, Any]], title: str) -> Path:
@@ -70,16 +69,11 @@ def run(
     from rich.panel import Panel
 
     cfg = load_recipe(recipe, overrides)
-    if model:
-        cfg.model.name_or_path = model
     context = read_text_file(doc, "document")
     if not question.strip():
         raise UserError("--question must not be empty")
-    device = resolve_device(cfg.trainer.device)
-    model_path = resolve_model_path(cfg.model.name_or_path)
-    tokenizer = load_tokenizer(model_path)
-    agent = build_agent(cfg, tokenizer)
-    lm = load_model(cfg.model, device, model_path).eval()
+    policy = load_policy(cfg, model)
+    agent, tokenizer, lm = policy.agent, policy.tokenizer, policy.load()
     request = Request(question, context, list(references or []))
     (response,) = agent.respond(request, eval_generator(lm, tokenizer, cfg.eval))
     trajectory = response.trajectory

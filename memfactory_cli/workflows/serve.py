@@ -32,8 +32,7 @@ from memfactory_cli.agents.base import BaseAgent, Request
 from memfactory_cli.config import load_recipe
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import HFGenerator, SamplingParams
-from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
-from memfactory_cli.workflows.common import build_agent, eval_sampling
+from memfactory_cli.workflows.common import eval_sampling, load_policy
 
 MODES = ("agent", "model")
 MAX_TOKENS_CAP = 8192
@@ -213,16 +212,13 @@ def build_service(recipe: str | None, overrides: list[str], model: str | None, m
     if mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, not '{mode}'")
     cfg = load_recipe(recipe, overrides)
-    label = model or cfg.model.name_or_path
-    path = resolve_model_path(label)
-    tokenizer = load_tokenizer(path)
-    agent = build_agent(cfg, tokenizer)
-    problem = agent.serve_problem() if mode == "agent" else None
+    policy = load_policy(cfg, model)
+    problem = policy.agent.serve_problem() if mode == "agent" else None
     if problem:
         raise UserError(f"agent '{cfg.agent.name}' cannot serve requests: {problem}")
-    lm = load_model(dataclasses.replace(cfg.model, name_or_path=label), resolve_device(cfg.trainer.device), path).eval()
-    served = name or label.rstrip("/").split("/")[-1]
-    return Service(served, mode, lm, tokenizer, agent, eval_sampling(cfg.eval), max_batch=cfg.eval.batch_size)
+    served = name or policy.model_cfg.name_or_path.rstrip("/").split("/")[-1]
+    lm = policy.load()
+    return Service(served, mode, lm, policy.tokenizer, policy.agent, eval_sampling(cfg.eval), max_batch=cfg.eval.batch_size)
 
 
 def _bind(host: str, port: int) -> socket.socket:

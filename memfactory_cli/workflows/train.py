@@ -22,7 +22,7 @@ from memfactory_cli.registry import registry
 from memfactory_cli.rewards import build_reward_funcs
 from memfactory_cli.trainer.config import batch_layout, generation_fields, grpo_args, peft_config, world_size
 from memfactory_cli.workflows import launch
-from memfactory_cli.workflows.common import build_agent, build_env, eval_generator
+from memfactory_cli.workflows.common import build_agent, build_env, eval_generator, load_policy
 from memfactory_cli.workflows.resume import prepare_run_dir
 
 
@@ -171,19 +171,15 @@ def run_reinforce(cfg: RecipeConfig) -> Path:
     from memfactory_cli.workflows.common import training_sampling
     from memfactory_cli.workflows.evaluate import evaluate_rows
 
-    device = resolve_device(cfg.trainer.device)
     env = build_env(cfg)
     train_rows = env.rows("train")
     eval_rows = env.rows("eval") if cfg.trainer.eval_before_after else []
-    model_path = resolve_model_path(cfg.model.name_or_path)
+    policy = load_policy(cfg)
+    agent, tokenizer = policy.agent, policy.tokenizer
     run_dir = ensure_writable_dir(Path(cfg.output.dir))
     prepare_run_dir(run_dir, cfg, None)
-    tokenizer = load_tokenizer(model_path)
-    agent = build_agent(cfg, tokenizer)
     set_seed(cfg.trainer.seed)
-    model = load_model(cfg.model, device, model_path).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = policy.load(frozen=True)
     sampler = HFGenerator(model, tokenizer, training_sampling(cfg.generation), max_batch=cfg.eval.batch_size)
     greedy = eval_generator(model, tokenizer, cfg.eval)
     trainer = ReinforceTrainer(cfg, agent, env, train_rows, sampler, run_dir)
