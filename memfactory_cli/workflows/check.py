@@ -212,7 +212,7 @@ def run_checks(
         raise ValueError(mode)
     report = CheckReport(cfg=cfg)
     training = mode in ("train", "all")
-    report.attempt(resolve_device, cfg.trainer.device)  # the allowed values are the schema's; this checks the machine
+    device = report.attempt(resolve_device, cfg.trainer.device)  # allowed values: the schema's; this checks the machine
     rows: list[dict[str, Any]] = []
     if training:
         _trainer_problems(report, cfg)
