@@ -40,6 +40,7 @@ def test_linear_variant_two_steps_saves_a_loadable_reranker(tmp_path):
     assert {"reranker/updates", "reranker/skipped", "retrieval/recall@k", "retrieval/recall@m", "bank/size"} <= set(lines[0])
     # a random model writes no citations: no update, and then no reward figure at all (it used to read 0.0)
     assert all(("reranker/reward" in x) == (x["reranker/updates"] > 0) for x in lines)
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # its own loop draws the curves too
     state = torch.load(run_dir / "final" / "reranker.pt", weights_only=True)
     assert state["dim"] == 384 and state["w_q"].shape == (384, 384)
     assert not (run_dir / "final" / "model.safetensors").exists()  # the LLM is frozen: nothing of it is saved

@@ -92,6 +92,7 @@ def test_training_run_writes_metrics_rollouts_and_a_loadable_final(tmp_path):
     out = tmp_path / "run"
     overrides = tiny_overrides(out, **{"trainer.max_steps": "2", "rewards": "[{name: 'tests.helpers:length_reward'}]"})
     run = train.build(load_recipe(None, overrides))
+    assert run.trainer.rollout_sink.mirrors == []  # logging.swanlab=disabled: no SwanLab trace mirror either
     run.trainer.train()
     final = train.save_final(run)
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -99,8 +100,12 @@ def test_training_run_writes_metrics_rollouts_and_a_loadable_final(tmp_path):
     required = {"step", "reward/mean", "reward/std", "loss", "rows", "trajectories", "turns/mean", "time/generate_s", "time/update_s"}
     assert required <= set(lines[0])
     assert lines[0]["rows"] > lines[0]["trajectories"] == 4
+    assert {"retention/final", "retention/seen"} <= set(lines[0])  # None when no document showed its answer
+    assert lines[0]["retention/seen"] is not None
     rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
-    assert rollouts and {"memories", "answer", "reward", "step"} <= set(rollouts[0])
+    assert rollouts and {"chunks", "memories", "answer", "reward", "step"} <= set(rollouts[0])
+    assert len(rollouts[0]["chunks"]) == len(rollouts[0]["memories"]) > 0
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # drawn at each logged step
     assert load_recipe(out / "config.yaml") == run.cfg
     reloaded = AutoModelForCausalLM.from_pretrained(final).state_dict()
     trained = run.trainer.model.state_dict()
@@ -209,3 +214,51 @@ def test_skipping_zero_advantage_rows_leaves_the_gradient_unchanged(tmp_path):
 def test_kl_keeps_zero_advantage_rows(tmp_path):
     run = _build(tmp_path, **{"trainer.beta": "0.04"})
     assert not run.trainer.skips_zero_advantage_rows
+
+
+def test_before_after_eval_reports_retention(tmp_path, capsys):
+    out = tmp_path / "run"
+    overrides = tiny_overrides(out, **{"trainer.eval_before_after": "true", "rewards": "[{name: 'tests.helpers:length_reward'}]"})
+    train.run(None, overrides)
+    summary = json.loads((out / "eval_before_after.json").read_text())
+    before, after = summary["retention"]["before"], summary["retention"]["after"]
+    assert before["trajectories"] == after["trajectories"] == 4  # data.synth.n_eval questions, one greedy sample each
+    assert {"final", "seen", "per_chunk", "first_seen"} <= set(before)
+    assert "retention (final)" in capsys.readouterr().out  # the before/after table
+    assert json.loads((out / "eval_before.json").read_text())["retention"] == before
+
+
+class _OtherRankHas:
+    """An accelerator whose other rank holds ``rows`` memory rows: gather returns both ranks' counts."""
+
+    def __init__(self, rows: int):
+        self.rows = rows
+
+    def gather(self, t):
+        return torch.cat([t, torch.tensor([self.rows])])
+
+
+@pytest.mark.parametrize("local,other", [(2, 6), (0, 3), (6, 2)])
+def test_memory_row_logprobs_run_as_many_rows_as_the_fullest_rank(local, other):
+    """Under ZeRO-3/FSDP each forward is a collective: a rank with fewer memory rows (shorter documents) pads to the
+    agreed count before the log-prob pass (C4), and keeps only its own rows' results."""
+    from memfactory_cli.agents.base import Episode, Trajectory, Turn
+    from memfactory_cli.trainer.grpo import MemGRPOTrainer
+
+    trainer = MemGRPOTrainer.__new__(MemGRPOTrainer)
+    trainer.accelerator = _OtherRankHas(other)
+    trainer._tokenizer = type("Tok", (), {"pad_token_id": 0})()
+    trainer._trajectories = [Trajectory(Episode.__new__(Episode), [Turn("answer", [5, 6, 7], [8, 9], True)])]
+    seen = []
+
+    def memory_logps(which, ids, mask, keep):
+        seen.append((which, ids.size(0), keep))
+        return torch.arange(ids.size(0) * keep, dtype=torch.float).view(ids.size(0), keep)
+
+    trainer._memory_logps = memory_logps
+    prompts = [[1, 2, 3 + i] for i in range(local)]
+    completions = [[4, 4 + i][: 1 + i % 2] for i in range(local)]
+    out = {"old_per_token_logps": None, "ref_per_token_logps": torch.zeros(1)}
+    logps = trainer._memory_row_logps(out, prompts, completions, torch.device("cpu"))
+    assert [s[:2] for s in seen] == [("ref", max(local, other))], "one pass, as many rows as the fullest rank"
+    assert set(logps) == {"ref_per_token_logps"} and logps["ref_per_token_logps"].size(0) == local

@@ -22,6 +22,7 @@ from memfactory_cli.data.sources import NeedsTokenizer, load_rows, set_source
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import HFGenerator, SamplingParams
 from memfactory_cli.io import append_jsonl, atomic_write_text, cut_torn_tail, ensure_writable_dir, read_jsonl
+from memfactory_cli.report.retention import summarise_records
 from memfactory_cli.workflows.common import build_env, load_policy
 from memfactory_cli.workflows.evaluate import rollout_pairs, summarise, summarise_groups, unscored
 
@@ -160,6 +161,7 @@ def evaluate_set(
     groups = {"by": group_by, "groups": summarise_groups(done, rows, metrics, k, group_by)} if group_by else None
     report = getattr(agent, "eval_report", None)  # e.g. RMM online: the running recall over the test stream
     agent_report = report(done) if report is not None else None
+    retention = summarise_records(done)
     return {
         "set": set_name,
         "n": len(rows),
@@ -174,6 +176,7 @@ def evaluate_set(
         **({"metric_definitions": env.metric_definitions} if hasattr(env, "metric_definitions") else {}),
         **({"by_group": groups} if groups else {}),
         **({"agent_report": agent_report} if agent_report else {}),
+        **({"retention": retention} if retention else {}),
     }
 
 

@@ -47,10 +47,12 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
     from transformers.trainer_callback import ProgressCallback as HFProgress
 
     from memfactory_cli.trainer.callbacks import (
+        CurvesCallback,
         MetricsCallback,
         NullSink,
         ProgressCallback,
         RolloutSink,
+        SwanLabTraces,
         swanlab_callbacks,
     )
     from memfactory_cli.trainer.grpo import MemGRPOTrainer
@@ -62,11 +64,11 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
     registry("agent").get(cfg.agent.name)
     registry("env").get(cfg.env.name)
     run_dir = ensure_writable_dir(Path(cfg.output.dir))
-    with launch.main_process_first(device) as main_process:  # rank 0 fills the caches, then the others read them
+    launch.bind_process(device)  # the process group and this rank's GPU, before anything loads
+    with launch.main_process_first() as main_process:  # rank 0 fills the caches, then the others read them
         model_path = resolve_model_path(cfg.model.name_or_path)
         if main_process:
             prepare_run_dir(run_dir, cfg, checkpoint)
-            launch.record_launch(run_dir)
         env = build_env(cfg)
         train_rows = env.rows("train")
         eval_rows = env.rows("eval") if cfg.trainer.eval_before_after else []
@@ -75,14 +77,15 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
     torch.manual_seed(cfg.trainer.seed)
     model = load_model(cfg.model, device, model_path)
 
-    if rollout_sink is None:
-        samples = cfg.logging.rollout_samples
-        rollout_sink = RolloutSink(run_dir / "rollouts.jsonl", samples, cfg.trainer.seed) if samples > 0 else NullSink()
-    callbacks = [MetricsCallback(run_dir / "metrics.jsonl")]
-    callbacks += [ProgressCallback()] if cfg.logging.progress else []
-    callbacks += swanlab_callbacks(
+    dashboards = swanlab_callbacks(
         cfg.logging.swanlab, cfg.logging.project, cfg.logging.experiment or run_dir.name, run_dir / "swanlog", to_container(cfg)
     )
+    if rollout_sink is None:
+        samples, mirrors = cfg.logging.rollout_samples, [SwanLabTraces()] if dashboards else []
+        rollout_sink = RolloutSink(run_dir / "rollouts.jsonl", samples, cfg.trainer.seed, mirrors) if samples > 0 else NullSink()
+    callbacks = [MetricsCallback(run_dir / "metrics.jsonl"), CurvesCallback(run_dir / "metrics.jsonl", run_dir / "curves.png")]
+    callbacks += [ProgressCallback()] if cfg.logging.progress else []
+    callbacks += dashboards
     trainer = MemGRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -96,6 +99,8 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
     )
     for cb in (PrinterCallback, HFProgress):
         trainer.remove_callback(cb)
+    if launch.is_main_process():
+        launch.record_launch(run_dir, trainer.accelerator.state)
     return TrainingRun(cfg, run_dir, tokenizer, agent, env, trainer, eval_rows, checkpoint)
 
 
@@ -126,6 +131,7 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
     from memfactory_cli.workflows.check import run_checks
 
     cfg = load_recipe(recipe, overrides)
+    launch.pin_single_gpu(cfg)  # before the checks initialise CUDA
     report = run_checks(cfg, "train", resume=resume)
     if launch.is_main_process():
         print(report.summary())
@@ -136,7 +142,7 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
     if launch.should_launch(cfg):
         return launch.relaunch(cfg, recipe, overrides, resume)
     if resume == "auto" and report.checkpoint is None and launch.is_main_process():
-        print(f"note: no complete checkpoint in {cfg.output.dir} yet; starting from step 0")
+        print(f"note: no checkpoint in {cfg.output.dir} yet; starting from step 0")
     training = build(cfg, checkpoint=report.checkpoint)
     before = _before_eval(training)
     start = time.perf_counter()
@@ -150,7 +156,7 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
         if launch.is_main_process():
             _report_before_after(training.run_dir, before, after, train_seconds)
     if launch.is_main_process():
-        print(f"run directory: {training.run_dir}  (final model: {final})")
+        print(f"run directory: {training.run_dir}  (final model: {final}, curves: {training.run_dir / 'curves.png'})")
     return training.run_dir
 
 
@@ -239,7 +245,7 @@ def _before_eval(training: TrainingRun) -> dict[str, Any] | None:
         print("note: no eval_before.json from the start of this run; skipping the before/after comparison")
         return None
     before = _evaluate(training)
-    kept = {k: before[k] for k in ("n", "metrics", "per_question")}
+    kept = {k: before[k] for k in ("n", "metrics", "per_question", "retention")}
     if launch.is_main_process():
         atomic_write_text(path, json.dumps(kept))
     return kept
