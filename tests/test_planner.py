@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from memfactory_cli.config import load_recipe
@@ -52,14 +54,20 @@ def test_the_plan_names_the_accumulation_steps_that_fit(fake_hub, capsys, tmp_pa
 def test_train_refuses_a_plan_that_cannot_fit_before_loading_anything(tmp_path, monkeypatch, capsys):
     """On a (faked) CUDA device with a 256 MiB GPU, `train` stops at the plan with its message, exit 2."""
     import memfactory_cli.models.loading as loading
-    from memfactory_cli.workflows import planner
+    from memfactory_cli.workflows import common, planner, train
 
-    monkeypatch.setattr(loading, "resolve_device", lambda requested: "cuda")
+    for module in (loading, common, train):  # imported first, so no module keeps the fake after the test
+        monkeypatch.setattr(module, "resolve_device", lambda requested: "cuda")
     monkeypatch.setattr(planner, "detected_gpu_memory", lambda: 2**28)
     loaded = []
     monkeypatch.setattr(loading, "load_model", lambda *a, **k: loaded.append(a))
     recipe = str(ROOT / "recipes" / "memagent_tiny_cpu.yaml")
-    code = run_cli("train", recipe, *tiny_overrides(tmp_path / "run", **{"trainer.device": "auto", "trainer.bf16": "true"}))
+    environ = dict(os.environ)  # a (faked) CUDA run pins its GPU in the environment (workflows/launch.py)
+    try:
+        code = run_cli("train", recipe, *tiny_overrides(tmp_path / "run", **{"trainer.device": "auto", "trainer.bf16": "true"}))
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
     err = capsys.readouterr().err
     assert code == 2 and "memory plan:" in err and "of 256 MiB" in err
     assert not loaded

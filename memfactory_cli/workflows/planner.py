@@ -380,4 +380,7 @@ def detected_gpu_memory() -> int | None:
 
     if not torch.cuda.is_available():
         return None
-    return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    try:
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    except (AssertionError, RuntimeError):  # a CUDA probe that answers but no usable device (or a faked probe)
+        return None
