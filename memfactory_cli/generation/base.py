@@ -30,6 +30,13 @@ def cut_after_eos(row: list[int], stop_ids: set[int]) -> list[int]:
     return row
 
 
+def eos_ids(generation_config: Any, tokenizer: Any) -> list[int]:
+    """The ids a completion stops at: the generation config's EOS id(s) and the tokenizer's (every backend uses these)."""
+    eos = generation_config.eos_token_id
+    listed = eos if isinstance(eos, list) else [eos]
+    return sorted({i for i in [*listed, tokenizer.eos_token_id] if i is not None})
+
+
 class HFGenerator:
     """``model.generate`` on left-padded batches, longest prompts first, ``max_batch`` sequences at a time.
 
@@ -45,9 +52,7 @@ class HFGenerator:
         self.sampling = sampling
         self.max_batch = max_batch
         self.shared_prefill = shared_prefill
-        eos = model.generation_config.eos_token_id
-        eos_ids = eos if isinstance(eos, list) else [eos]
-        self.eos_ids = sorted({i for i in [*eos_ids, tokenizer.eos_token_id] if i is not None})
+        self.eos_ids = eos_ids(model.generation_config, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:

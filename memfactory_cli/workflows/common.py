@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from memfactory_cli.config.schema import EvalConfig, GenerationConfig, RecipeConfig
-from memfactory_cli.generation.base import HFGenerator, SamplingParams
+from memfactory_cli.generation.base import Generator, HFGenerator, SamplingParams
+from memfactory_cli.generation.vllm import VLLMEngine, VLLMGenerator, load_engine
+from memfactory_cli.models.loading import load_model
 from memfactory_cli.registry import registry
 
 
@@ -28,5 +31,24 @@ def eval_sampling(ev: EvalConfig) -> SamplingParams:
     return SamplingParams(do_sample=True, temperature=ev.temperature, top_p=ev.top_p)
 
 
-def eval_generator(model: Any, tokenizer: Any, ev: EvalConfig) -> HFGenerator:
-    return HFGenerator(model, tokenizer, eval_sampling(ev), max_batch=ev.batch_size)
+def inference_model(cfg: RecipeConfig, device: str, path: str, tokenizer: Any, label: str | None = None) -> Any:
+    """What ``eval``, ``infer`` and ``serve`` generate with: the HF model in eval mode, or, with
+    ``generation.backend: vllm``, a vLLM engine over the same folder in the same dtype (no HF weights loaded)."""
+    if cfg.generation.backend == "vllm":
+        g = cfg.generation
+        return load_engine(
+            path, tokenizer, cfg.model.dtype, device, g.vllm_max_model_length, g.vllm_gpu_memory_utilization, cfg.trainer.seed
+        )
+    model_cfg = dataclasses.replace(cfg.model, name_or_path=label) if label else cfg.model
+    return load_model(model_cfg, device, path).eval()
+
+
+def make_generator(model: Any, tokenizer: Any, sampling: SamplingParams, max_batch: int | None) -> Generator:
+    """A generator over an HF model or a :class:`VLLMEngine` (which schedules its own batches)."""
+    if isinstance(model, VLLMEngine):
+        return VLLMGenerator(model, sampling)
+    return HFGenerator(model, tokenizer, sampling, max_batch=max_batch)
+
+
+def eval_generator(model: Any, tokenizer: Any, ev: EvalConfig) -> Generator:
+    return make_generator(model, tokenizer, eval_sampling(ev), ev.batch_size)

@@ -21,10 +21,10 @@ from memfactory_cli.config import load_recipe
 from memfactory_cli.config.schema import EvalConfig, RecipeConfig
 from memfactory_cli.data.sources import NeedsTokenizer, load_rows, set_source
 from memfactory_cli.errors import UserError
-from memfactory_cli.generation.base import HFGenerator, SamplingParams
+from memfactory_cli.generation.base import SamplingParams
 from memfactory_cli.io import atomic_write_text, ensure_writable_dir
-from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
-from memfactory_cli.workflows.common import build_agent, build_env
+from memfactory_cli.models.loading import load_tokenizer, resolve_device, resolve_model_path
+from memfactory_cli.workflows.common import build_agent, build_env, inference_model, make_generator
 from memfactory_cli.workflows.evaluate import rollout_pairs, summarise, summarise_groups
 
 Key = tuple[str, str, int, int]
@@ -271,8 +271,8 @@ def _run(
         lm = None
         for name in set_names:
             if any((name, label, q, s) not in log for q in range(len(rows[name])) for s in range(k)) and lm is None:
-                lm = load_model(dataclasses.replace(cfg.model, name_or_path=label), device, path).eval()
-            generator = HFGenerator(lm, tokenizer, sampling, max_batch=cfg.eval.batch_size) if lm is not None else _NoGenerator(sampling)
+                lm = inference_model(cfg, device, path, tokenizer, label)
+            generator = make_generator(lm, tokenizer, sampling, cfg.eval.batch_size) if lm is not None else _NoGenerator(sampling)
             set_seed(cfg.trainer.seed)
             entries.append(evaluate_set(log, name, label, rows[name], agent, env, generator, cfg, k, progress))
             write_summary(out_dir, entries)

@@ -13,8 +13,8 @@ from typing import Any
 from memfactory_cli.config import load_recipe
 from memfactory_cli.errors import UserError
 from memfactory_cli.io import read_text_file
-from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
-from memfactory_cli.workflows.common import build_agent, build_env, eval_generator
+from memfactory_cli.models.loading import load_tokenizer, resolve_device, resolve_model_path
+from memfactory_cli.workflows.common import build_agent, build_env, eval_generator, inference_model
 
 
 def write_html(path: str, records: list[dict[str, Any]], title: str) -> Path:
@@ -82,7 +82,7 @@ def run(
     model_path = resolve_model_path(cfg.model.name_or_path)
     tokenizer = load_tokenizer(model_path)
     agent = build_agent(cfg, tokenizer)
-    lm = load_model(cfg.model, device, model_path).eval()
+    lm = inference_model(cfg, device, model_path, tokenizer)
     row = {"id": "0", "question": question, "context": context, "answers": list(references or [])}
     (trajectory,) = agent.rollout([agent.episode(row)], eval_generator(lm, tokenizer, cfg.eval))
     console = Console()

@@ -29,9 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from memfactory_cli.config import load_recipe
 from memfactory_cli.errors import UserError
-from memfactory_cli.generation.base import HFGenerator, SamplingParams
-from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
-from memfactory_cli.workflows.common import build_agent, eval_sampling
+from memfactory_cli.generation.base import Generator, SamplingParams
+from memfactory_cli.models.loading import load_tokenizer, resolve_device, resolve_model_path
+from memfactory_cli.workflows.common import build_agent, eval_sampling, inference_model, make_generator
 
 MODES = ("agent", "model")
 MAX_TOKENS_CAP = 8192
@@ -118,7 +118,7 @@ class Service:
         if req.stream:
             raise ApiError(400, "stream=true is not supported", param="stream")
         budget = req.max_completion_tokens or req.max_tokens
-        generator = HFGenerator(self.model, self.tokenizer, self._sampling(req), max_batch=self.max_batch)
+        generator = make_generator(self.model, self.tokenizer, self._sampling(req), self.max_batch)
         with self.lock:
             texts, finished, usage, extra = (self._agent if self.mode == "agent" else self._bare)(req, generator, budget)
         choices = [
@@ -135,7 +135,7 @@ class Service:
             "memfactory": {"mode": self.mode, **extra},
         }
 
-    def _bare(self, req: ChatRequest, generator: HFGenerator, budget: int | None):
+    def _bare(self, req: ChatRequest, generator: Generator, budget: int | None):
         messages = [{"role": m.role, "content": m.text} for m in req.messages]
         try:
             thinking = self.agent.memory.config.enable_thinking
@@ -149,7 +149,7 @@ class Service:
         finished = [bool(c) and c[-1] in stop for c in completions]
         return texts, finished, (len(prompt), sum(len(c) for c in completions)), {}
 
-    def _agent(self, req: ChatRequest, generator: HFGenerator, budget: int | None):
+    def _agent(self, req: ChatRequest, generator: Generator, budget: int | None):
         document, question = split_document(req.messages)
         row = {"id": "request", "question": question, "context": document, "answers": []}
         with _answer_budget(self.agent.memory.config, budget):
@@ -230,7 +230,7 @@ def build_service(recipe: str | None, overrides: list[str], model: str | None, m
     path = resolve_model_path(label)
     tokenizer = load_tokenizer(path)
     agent = build_agent(cfg, tokenizer)
-    lm = load_model(dataclasses.replace(cfg.model, name_or_path=label), resolve_device(cfg.trainer.device), path).eval()
+    lm = inference_model(cfg, resolve_device(cfg.trainer.device), path, tokenizer, label)
     served = name or label.rstrip("/").split("/")[-1]
     return Service(served, mode, lm, tokenizer, agent, eval_sampling(cfg.eval), max_batch=cfg.eval.batch_size)
 

@@ -16,6 +16,7 @@ from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_de
 from memfactory_cli.registry import registry
 from memfactory_cli.rewards import build_reward_funcs
 from memfactory_cli.trainer.config import batch_layout, generation_fields, grpo_args, peft_config, world_size
+from memfactory_cli.trainer.vllm_sync import synced_engine
 from memfactory_cli.workflows import launch
 from memfactory_cli.workflows.common import build_agent, build_env, eval_generator
 from memfactory_cli.workflows.resume import prepare_run_dir
@@ -109,7 +110,8 @@ def _evaluate(run: TrainingRun) -> dict[str, Any]:
     was_training = model.training
     model.eval()
     try:
-        generator = eval_generator(model, run.tokenizer, run.cfg.eval)
+        engine = synced_engine(run.trainer) if run.trainer.use_vllm else model  # the rollouts' own engine
+        generator = eval_generator(engine, run.tokenizer, run.cfg.eval)
         return evaluate_rows(run.agent, run.env, run.eval_rows, generator, batch_questions=run.cfg.eval.batch_size)
     finally:
         model.train(was_training)
