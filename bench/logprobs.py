@@ -56,7 +56,7 @@ def _ours(model):
     from trl import GRPOTrainer
     from trl.trainer.utils import add_fused_lm_head
 
-    from memfactory_cli.trainer.grpo import lean_cpu_logprob_tiles, score_only_completion_positions
+    from memfactory_cli.trainer.trl_patches import lean_cpu_logprob_tiles, score_only_completion_positions
 
     add_fused_lm_head(model)  # what GRPOTrainer.__init__ does to the policy; then what MemGRPOTrainer adds
     score_only_completion_positions()

@@ -31,7 +31,7 @@ _BUILTIN_MODULES = (
     "memfactory_cli.rewards.qa",
     "memfactory_cli.rewards.format",
     "memfactory_cli.rewards.memory_r1",
-    "memfactory_cli.rewards.judge",
+    "memfactory_cli.rewards.judge.reward",
     "memfactory_cli.agents.memagent",
     "memfactory_cli.agents.memory_r1",
     "memfactory_cli.agents.rmm",

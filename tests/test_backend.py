@@ -46,8 +46,8 @@ def test_vllm_maps_onto_trl_fields(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "overrides,device,installed,match",
     [
-        (["generation.backend=sglang"], "cuda", True, "must be one of hf, vllm"),
-        (["generation.backend=vllm", "generation.vllm_mode=remote"], "cuda", True, "vllm_mode must be one of"),
+        (["generation.backend=sglang"], "cuda", True, "expected one of ['hf', 'vllm']"),
+        (["generation.backend=vllm", "generation.vllm_mode=remote"], "cuda", True, "generation.vllm_mode: Invalid value 'remote'"),
         (["generation.backend=vllm", "generation.vllm_mode=server"], "cpu", True, "vllm_mode=server (its weight broadcast is NCCL) needs CUDA"),
         (["generation.backend=vllm", "generation.vllm_enable_sleep_mode=true"], "cpu", True, "sleep_mode=true needs CUDA"),
         (["generation.backend=vllm", "generation.vllm_tensor_parallel_size=2"], "cpu", True, "tensor_parallel_size > 1 needs CUDA"),

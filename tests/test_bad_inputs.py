@@ -113,8 +113,8 @@ CASES: dict[str, tuple[Case, list[str]]] = {
     "chunk-larger-than-context": (lambda t: train(t, "agent.modules.memory.chunk_size=40000"), ["agent.modules.memory", "40000", "context is 32768"]),
     "save-inside-a-generation": (lambda t: train(t, "trainer.save_steps=3", "trainer.num_iterations=2"), ["trainer.save_steps=3", "multiple of trainer.num_iterations"]),
     "negative-keep-last": (lambda t: train(t, "output.keep_last=-1"), ["output.keep_last must be >= 0"]),
-    "unknown-loss": (lambda t: train(t, "trainer.loss_type=ppo"), ["trainer.loss_type 'ppo'"]),
-    "bad-bf16": (lambda t: train(t, "trainer.bf16=maybe"), ["trainer.bf16 must be auto, true or false"]),
+    "unknown-loss": (lambda t: train(t, "trainer.loss_type=ppo"), ["trainer.loss_type: Invalid value 'ppo', expected one of", "'dapo'", "help: TRL loss aggregation"]),
+    "bad-bf16": (lambda t: train(t, "trainer.bf16=maybe"), ["trainer.bf16: Invalid value 'maybe', expected one of ['auto', True, False]"]),
     "cuda-on-cpu": (lambda t: train(t, "trainer.device=cuda"), ["needs a CUDA GPU", "trainer.device=cpu"]),
     "swanlab-cloud-without-key": (lambda t: train(t, "logging.swanlab=cloud"), ["SWANLAB_API_KEY"]),
     # the judge, probed before training

@@ -88,3 +88,13 @@ def test_expected_rows_match_a_rollout(tokenizer, tmp_path):
     trajectories = agent.rollout(episodes, EOSGenerator(tokenizer.eos_token_id))
     assert [agent.expected_rows(e) for e in episodes] == [len(t.turns) for t in trajectories]
     assert len({len(t.turns) for t in trajectories}) > 1 or len(trajectories[0].turns) > 2
+
+
+def test_allowed_values_come_from_the_schema_with_its_help(tmp_path, capsys):
+    # sdpa_additive is a valid attention implementation (check used to reject it with its own stale list)
+    assert run_cli("check", RECIPE, *tiny_overrides(tmp_path / "run"), "model.attn_implementation=sdpa_additive") == 0
+    capsys.readouterr()
+    assert run_cli("check", RECIPE, *tiny_overrides(tmp_path / "run"), "trainer.scale_rewards=std") == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "trainer.scale_rewards: Invalid value 'std', expected one of ['group', 'batch', 'none']" in line
+    assert "help: Advantage scaling" in line

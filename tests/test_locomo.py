@@ -89,5 +89,5 @@ def test_synthetic_dialogues_are_seeded_linked_and_disjoint():
     assert {r["meta"]["category"] for r in a} <= {1, 4}
     turn_rows = load_rows("synth_dialogue_turns_train", cfg)
     assert sum(len(r["meta"]["qa"]) for r in turn_rows) == len(a)
-    with pytest.raises(UserError, match="unknown data.synth option 'people'"):
+    with pytest.raises(UserError, match="unknown key 'data.synth.people'"):
         load_rows("synth_dialogue_train", DataConfig(synth={"people": 3}))

@@ -213,7 +213,7 @@ def test_retrieval_ranks_the_right_memory_first_with_the_offline_embedding_model
 
 
 def test_options_and_modes_are_validated(tokenizer):
-    with pytest.raises(UserError, match="agent.train must be manager or answer"):
+    with pytest.raises(UserError, match="agent.train must be one of manager, answer"):
         MemoryR1Agent(tokenizer, {}, "both", MemoryR1Config())
     with pytest.raises(UserError, match="fixed manager"):
         MemoryR1Agent(tokenizer, {}, "answer", MemoryR1Config(bank_manager="policy"))

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from memfactory_cli.agents.rmm import RMMAgent, RMMConfig
+from memfactory_cli.config.loader import build_dataclass
 from memfactory_cli.errors import UserError
 
 SESSIONS = [
@@ -142,7 +143,7 @@ def test_settings_errors(tokenizer):
         RMMAgent(tokenizer, {"retriever": {"name": "bm25"}}, "linear", RMMConfig(memory="turn"))
     with pytest.raises(UserError, match="agent.reranker must be one of"):
         RMMAgent(tokenizer, {}, "cross", RMMConfig(memory="turn"))
-    with pytest.raises(UserError, match="agent.options.memory"):
-        RMMConfig(memory="chunks")
+    with pytest.raises(UserError, match=r"agent.options.memory: Invalid value 'chunks', expected one of \['reflection'"):
+        build_dataclass(RMMConfig, {"memory": "chunks"}, "agent.options")
     # BM25 is fine where no embedding is needed
     RMMAgent(tokenizer, {"retriever": {"name": "bm25"}}, "none", RMMConfig(memory="turn"))

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
+from memfactory_cli.config.loader import build_dataclass
 from memfactory_cli.config.schema import DataConfig
-from memfactory_cli.data.dialogues import DialogueSynthConfig, gold_turns, synth_dialogues
+from memfactory_cli.data.dialogues import MultiSessionSynthConfig, gold_turns, synth_multisession
 from memfactory_cli.data.sources import load_rows
 from memfactory_cli.errors import UserError
 from memfactory_cli.rewards.rmm import rmm_accuracy_reward, rmm_citation_reward, rmm_format_reward
@@ -95,9 +96,9 @@ def test_bad_rows_are_one_line_errors(tmp_path):
 
 
 def test_synthetic_dialogues_are_seeded_and_grounded():
-    cfg = DialogueSynthConfig(n_train=20, sessions=4, update_rate=0.5)
-    a, b = synth_dialogues(cfg, "train", 1), synth_dialogues(cfg, "train", 1)
-    assert a == b and a != synth_dialogues(cfg, "train", 2)
+    cfg = MultiSessionSynthConfig(n_train=20, sessions=4, update_rate=0.5)
+    a, b = synth_multisession(cfg, "train", 1), synth_multisession(cfg, "train", 1)
+    assert a == b and a != synth_multisession(cfg, "train", 2)
     assert {r["question_type"] for r in a} == {"single-session-user", "knowledge-update"}
     for row in a:
         (evidence,) = gold_turns(row)
@@ -106,13 +107,13 @@ def test_synthetic_dialogues_are_seeded_and_grounded():
         assert row["answers"][0] in turn["text"]
         if row["question_type"] == "knowledge-update":
             assert sid == row["sessions"][-1]["id"]
-    held_out = synth_dialogues(DialogueSynthConfig(n_eval=20), "eval", 1)
+    held_out = synth_multisession(MultiSessionSynthConfig(n_eval=20), "eval", 1)
     def people(rows):
         return {t["speaker"] for r in rows for s in r["sessions"] for t in s["turns"]} - {"Assistant"}
 
     assert people(held_out) and people(a) and not people(held_out) & people(a)
-    with pytest.raises(UserError, match="no such option"):
-        DialogueSynthConfig.from_dict({"n_sessions": 3})
+    with pytest.raises(UserError, match=r"unknown key 'data.synth.n_sessions' \(did you mean 'data.synth.sessions'"):
+        build_dataclass(MultiSessionSynthConfig, {"n_sessions": 3}, "data.synth")
 
 
 def test_registered_sets_load_and_missing_files_say_where(tmp_path, monkeypatch):

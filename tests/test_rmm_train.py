@@ -51,7 +51,7 @@ def test_linear_variant_two_steps_saves_a_loadable_reranker(tmp_path):
 
 def test_llm_variant_two_grpo_steps_on_the_rerank_turn(tmp_path):
     cfg = load_recipe(RECIPE, _overrides(tmp_path / "llm", **{"agent.reranker": "llm"}))
-    assert train.agent_training_loop(cfg) is None  # GRPO through MemGRPOTrainer
+    assert train.learner(cfg) == "grpo"  # through MemGRPOTrainer
     run = train.build(cfg)
     run.trainer.train()
     lines = [json.loads(x) for x in (run.run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -8,43 +8,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from memfactory_cli.agents.base import Episode, Trajectory, Turn
-from memfactory_cli.config.loader import build_dataclass
-from memfactory_cli.errors import UserError
+from memfactory_cli.agents.base import BaseAgent, Episode, NoOptions, Trajectory, Turn
 from memfactory_cli.generation.base import Generator
-from memfactory_cli.registry import register, registry
-
-
-def build_module(family: str, spec: dict[str, Any], tokenizer: Any, where: str) -> Any:
-    """Instantiate a registered module from its recipe spec ``{name: ..., **options}``."""
-    options = dict(spec)
-    name = options.pop("name", None)
-    if not name:
-        raise UserError(f"{where}.name is required (one of: {', '.join(registry(family).names())})")
-    cls = registry(family).get(name)
-    return cls(tokenizer, build_dataclass(cls.Config, options, where))
+from memfactory_cli.registry import register
 
 
 @register("agent", "memagent")
-class MemAgent:
+class MemAgent(BaseAgent):
     """Recurrent-memory agent. Module slot: ``memory`` (family ``recurrent_memory``)."""
 
+    name = "memagent"
     slots = {"memory": "recurrent_memory"}
+    defaults = {"memory": {"name": "recurrent_memory"}}
+    trace_title = "memory after chunk {i}/{n}"
 
-    def __init__(self, tokenizer: Any, modules: dict[str, dict[str, Any]]):
-        unknown = set(modules) - set(self.slots)
-        if unknown:
-            raise UserError(f"agent.modules.{sorted(unknown)[0]}: memagent has no such slot; slots: {', '.join(self.slots)}")
-        spec = {"name": "recurrent_memory", **modules.get("memory", {})}
-        self.tokenizer = tokenizer
-        self.memory = build_module("recurrent_memory", spec, tokenizer, "agent.modules.memory")
+    def __init__(self, tokenizer: Any, modules: dict[str, dict[str, Any]] | None = None, config: NoOptions | None = None):
+        super().__init__(tokenizer, modules, config)
+        self.memory = self.module("memory")
 
-    @classmethod
-    def from_config(cls, agent_cfg: Any, tokenizer: Any) -> MemAgent:
-        for key in ("train", "reranker", "options"):
-            if getattr(agent_cfg, key):
-                raise UserError(f"agent.{key}: memagent has no such setting (it trains every turn of one policy)")
-        return cls(tokenizer, agent_cfg.modules)
+    def answer_settings(self) -> Any:
+        return self.memory.config
 
     @property
     def max_completion_tokens(self) -> int:
@@ -74,9 +57,6 @@ class MemAgent:
     def expected_rows(self, episode: Episode) -> int:
         """Training rows one trajectory of ``episode`` gives: one per chunk plus the answer."""
         return len(self.memory.chunks(episode.context_ids)) + 1
-
-    def episode(self, row: dict[str, Any]) -> Episode:
-        return self.episodes([row])[0]
 
     def episodes(self, rows: list[dict[str, Any]]) -> list[Episode]:
         """Tokenise questions and documents in two batched calls."""

@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from memfactory_cli.agents.base import Episode, Trajectory, Turn
-from memfactory_cli.agents.memagent import build_module
-from memfactory_cli.config.loader import build_dataclass
+from memfactory_cli.agents.base import BaseAgent, Episode, Trajectory, Turn
 from memfactory_cli.envs.memory_bank import MemoryBank, MemoryEntry, Operation, bank_from_facts, row_kind
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import Generator, HFGenerator, SamplingParams
-from memfactory_cli.modules.extractor import chat_ids
+from memfactory_cli.modules.text import after_thinking, chat_ids, stop_ids
 from memfactory_cli.modules.updater import Plan
 from memfactory_cli.registry import register
 from memfactory_cli.rewards.memory_r1 import answer_scores
@@ -58,8 +56,8 @@ OPS = ("ADD", "UPDATE", "DELETE", "NOOP")
 @dataclass
 class MemoryR1Config:
     answer_model: str = ""  # frozen answer agent (and extractor) for manager training; "" = the policy's base model
-    answer_device: str = "auto"
-    answer_dtype: str = "auto"  # auto: bfloat16 on CUDA, float32 elsewhere
+    answer_device: Literal["auto", "cpu", "cuda"] = "auto"
+    answer_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bfloat16 on CUDA, float32 elsewhere
     history_manager: str = "add_all"  # builds the bank before a turn row: add_all | <model path or alias>
     bank_manager: str = "add_all"  # builds the bank of a question row: add_all | policy | <model path or alias>
     manager_window: int = 50  # prior turns in a turn row's bank (Memory-R1, Alg. 1)
@@ -78,7 +76,7 @@ class MemoryR1Config:
 def parse_answer(text: str) -> str | None:
     """The answer after the last marker (``**Answer:**``, or ``**Answer**:``), first line, emphasis stripped; None
     when there is no marker."""
-    text = text.rsplit("</think>", 1)[-1]
+    text = after_thinking(text)
     markers = list(_MARKER.finditer(text))
     if not markers:
         return None
@@ -96,7 +94,7 @@ def final_answer(text: str) -> tuple[str | None, bool]:
     answer = parse_answer(text)
     if answer is not None:
         return answer, True
-    lines = [line.strip(" *\t") for line in text.rsplit("</think>", 1)[-1].splitlines()]
+    lines = [line.strip(" *\t") for line in after_thinking(text).splitlines()]
     lines = [line for line in lines if line]
     return (lines[-1] if lines else None), False
 
@@ -131,45 +129,32 @@ def _mean_scores(scores: list[dict[str, float]]) -> dict[str, float] | None:
 
 
 @register("agent", "memory_r1")
-class MemoryR1Agent:
+class MemoryR1Agent(BaseAgent):
     """Slots: ``extractor`` (passthrough | llm), ``updater`` (memory_manager), ``retriever`` (embedding | bm25 | hybrid)."""
 
+    name = "memory_r1"
     slots = {"extractor": "extractor", "updater": "updater", "retriever": "retriever"}
     defaults = {"extractor": {"name": "passthrough"}, "updater": {"name": "memory_manager"}, "retriever": {"name": "embedding"}}
+    Config = MemoryR1Config
+    settings = {"train": ("manager", "answer")}
 
-    def __init__(self, tokenizer: Any, modules: dict[str, dict[str, Any]], train: str, config: MemoryR1Config):
-        unknown = set(modules) - set(self.slots)
-        if unknown:
-            raise UserError(f"agent.modules.{sorted(unknown)[0]}: memory_r1 has no such slot; slots: {', '.join(self.slots)}")
-        if train not in ("manager", "answer"):
-            raise UserError(f"agent.train must be manager or answer for memory_r1, not '{train}'")
-        if train == "answer" and config.bank_manager == "policy":
+    def __init__(self, tokenizer: Any, modules: dict[str, dict[str, Any]], train: str = "manager", config: MemoryR1Config | None = None):
+        super().__init__(tokenizer, modules, config, train=train)
+        if train == "answer" and self.config.bank_manager == "policy":
             raise UserError("agent.options.bank_manager: the answer agent trains on banks of a fixed manager (add_all or a model), not policy")
-        self.tokenizer = tokenizer
         self.train = train
-        self.config = config
-        self.specs = {slot: {**self.defaults[slot], **modules.get(slot, {})} for slot in self.slots}
         self._modules: dict[int, dict[str, Any]] = {}
-        self.retriever = build_module("retriever", self.specs["retriever"], tokenizer, "agent.modules.retriever")
+        self.retriever = self.module("retriever")
         self.modules(tokenizer)  # validate module options now, not at the first rollout
         self._roles: dict[str, Role] = {}
         self._banks: dict[tuple, MemoryBank] = {}
-
-    @classmethod
-    def from_config(cls, agent_cfg: Any, tokenizer: Any) -> MemoryR1Agent:
-        if agent_cfg.reranker:
-            raise UserError("agent.reranker: memory_r1 has no reranker")
-        config = build_dataclass(MemoryR1Config, dict(agent_cfg.options), "agent.options")
-        return cls(tokenizer, agent_cfg.modules, agent_cfg.train, config)
 
     # -- pieces ---------------------------------------------------------------------------------------------------
     def modules(self, tokenizer: Any) -> dict[str, Any]:
         """Extractor and updater built for one tokenizer (the policy's, or a frozen model's)."""
         key = id(tokenizer)
         if key not in self._modules:
-            self._modules[key] = {
-                slot: build_module(slot, self.specs[slot], tokenizer, f"agent.modules.{slot}") for slot in ("extractor", "updater")
-            }
+            self._modules[key] = {slot: self.module(slot, tokenizer) for slot in ("extractor", "updater")}
         return self._modules[key]
 
     @property
@@ -283,15 +268,11 @@ class MemoryR1Agent:
         texts = role.tokenizer.batch_decode(completions, skip_special_tokens=True)
         return [(p, c, t, shown) for (p, shown), c, t in zip(built, completions, texts)]
 
-    # -- the Agent protocol ---------------------------------------------------------------------------------------
-    def episode(self, row: dict[str, Any]) -> Episode:
-        return self.episodes([row])[0]
-
+    # -- the agent contract ---------------------------------------------------------------------------------------
     def episodes(self, rows: list[dict[str, Any]]) -> list[Episode]:
         for r in rows:
             row_kind(r)
-        ids = self.tokenizer([r["question"] for r in rows], add_special_tokens=False)["input_ids"] if rows else []
-        return [Episode(r, q, []) for r, q in zip(rows, ids)]
+        return super().episodes(rows)
 
     def rollout(self, episodes: list[Episode], generator: Generator) -> list[Trajectory]:
         training = getattr(generator, "trainer", None) is not None  # the trainer's generator (duck-typed: no upward import)
@@ -334,7 +315,7 @@ class MemoryR1Agent:
         for e, m, keys, (prompt, completion, text, plan, bank) in zip(episodes, metas, owners, results):
             scores = [answer_scores(final_answer(replies[k][2])[0], q["answers"]) for k, q in zip(keys, m["qa"])]
             counts = {op: sum(o.event == op for o in plan.ops) for op in OPS}
-            finished = bool(completion) and completion[-1] in self._stop_ids(policy)
+            finished = bool(completion) and completion[-1] in stop_ids(policy.tokenizer)
             trajectories.append(
                 Trajectory(
                     episode=e,
@@ -353,7 +334,7 @@ class MemoryR1Agent:
         trajectories = []
         for e, bank, (prompt, completion, text, shown) in zip(episodes, banks, replies):
             answer, marked = final_answer(text)
-            finished = bool(completion) and completion[-1] in self._stop_ids(policy)
+            finished = bool(completion) and completion[-1] in stop_ids(policy.tokenizer)
             trajectories.append(
                 Trajectory(
                     episode=e,
@@ -368,11 +349,6 @@ class MemoryR1Agent:
                 )
             )
         return trajectories
-
-    @staticmethod
-    def _stop_ids(role: Role) -> set[int]:
-        tok = role.tokenizer
-        return {i for i in (tok.eos_token_id, tok.pad_token_id, tok.convert_tokens_to_ids("<|im_end|>")) if isinstance(i, int) and i != tok.unk_token_id}
 
     def rollout_metrics(self, trajectories: list[Trajectory]) -> dict[str, float]:
         """Operation rates (per operation over all operations), invalid-plan rate, answer format rate, bank size."""

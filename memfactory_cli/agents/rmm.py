@@ -9,7 +9,7 @@ One episode = a question asked after a haystack of past sessions. A rollout:
 2. **Retrieve** the top-K entries with the retriever (frozen embeddings).
 3. **Rerank**, by ``agent.reranker``:
    - ``linear`` (paper): the residual linear reranker keeps M of K (Gumbel top-M while training, top-M in eval);
-     after the answer it learns by REINFORCE from the citations (:meth:`learn`, driven by ``workflows/rmm_train``);
+     after the answer it learns by REINFORCE from the citations (:meth:`learn`, driven by ``trainer/reinforce.py``);
    - ``llm`` (MemFactory-style, not the paper's method): the policy picks at most ``llm_max_ids`` ids from the top
      ``llm_top_k``; that turn is what GRPO trains, with the ``rmm_*`` rewards;
    - ``none``: the embedder's own top-M (the no-reranker baseline).
@@ -23,27 +23,25 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from memfactory_cli.agents.base import Episode, Trajectory, Turn
-from memfactory_cli.agents.memagent import build_module
-from memfactory_cli.config.loader import build_dataclass
+from memfactory_cli.agents.base import BaseAgent, Episode, Trajectory, Turn
 from memfactory_cli.data.dialogues import from_conversation_row, gold_turns
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import Generator
 from memfactory_cli.modules import reflection as rf
 from memfactory_cli.modules.reranker import LinearReranker, RerankerConfig
+from memfactory_cli.modules.text import chat_ids, stop_ids
 from memfactory_cli.registry import register
 
 RERANKERS = ("linear", "llm", "none")
-MEMORY_SOURCES = ("reflection", "turn", "session")
-# The file ``workflows/rmm_train`` writes next to the run and ``options.reranker_weights`` loads.
+# The file ``trainer/reinforce.py`` writes next to the run and ``options.reranker_weights`` loads.
 WEIGHTS_FILE = "reranker.pt"
 
 
 @dataclass
 class RMMConfig:
-    memory: str = "reflection"  # reflection | turn | session: what one bank entry is
+    memory: Literal["reflection", "turn", "session"] = "reflection"  # what one bank entry is
     top_k: int = 20  # K retrieved
     top_m: int = 5  # M kept and shown to the answer prompt
     tau: float = 0.5
@@ -62,8 +60,6 @@ class RMMConfig:
     reranker_weights: str = ""  # a trained linear reranker (``<run>/final/reranker.pt``)
 
     def __post_init__(self) -> None:
-        if self.memory not in MEMORY_SOURCES:
-            raise UserError(f"agent.options.memory must be one of {', '.join(MEMORY_SOURCES)}, not '{self.memory}'")
         rf.check_positive(
             "agent.options", top_k=self.top_k, top_m=self.top_m, update_top_k=self.update_top_k, llm_top_k=self.llm_top_k,
             llm_max_ids=self.llm_max_ids, max_extract_tokens=self.max_extract_tokens, max_update_tokens=self.max_update_tokens,
@@ -86,7 +82,6 @@ class RMMTrajectory(Trajectory):
     selected: list[int] = field(default_factory=list)  # positions in ``candidates``, selection order
     cited: list[int] | None = None  # positions in ``selected``; None when the reply had no citation group
     answer_text: str = ""
-    scores: dict[str, float | None] = field(default_factory=dict)
     stats: dict[str, float] = field(default_factory=dict)
     query_embedding: Any = None
     candidate_embeddings: Any = None
@@ -119,41 +114,33 @@ def _decode_sessions(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @register("agent", "rmm")
-class RMMAgent:
-    """Module slot ``retriever`` (family ``retriever``, default ``embedding``); options: :class:`RMMConfig`."""
+class RMMAgent(BaseAgent):
+    """Module slot ``retriever`` (family ``retriever``, default ``embedding``); options: :class:`RMMConfig`.
 
+    The linear reranker is not trained by GRPO: its learner is ``reinforce`` (``trainer/reinforce.py``); the ``llm``
+    reranker's turn is trained by GRPO.
+    """
+
+    name = "rmm"
     Config = RMMConfig
     slots = {"retriever": "retriever"}
+    defaults = {"retriever": {"name": "embedding"}}
+    settings = {"reranker": RERANKERS}
+    learner = "reinforce"
 
-    def __init__(self, tokenizer: Any, modules: dict[str, dict[str, Any]], reranker: str, config: RMMConfig):
-        unknown = set(modules) - set(self.slots)
-        if unknown:
-            raise UserError(f"agent.modules.{sorted(unknown)[0]}: rmm has no such slot; slots: {', '.join(self.slots)}")
-        if reranker not in RERANKERS:
-            raise UserError(f"agent.reranker must be one of {', '.join(RERANKERS)} for rmm, not '{reranker}'")
-        self.tokenizer = tokenizer
-        self.config = config
+    def __init__(self, tokenizer: Any, modules: dict[str, dict[str, Any]], reranker: str = "linear", config: RMMConfig | None = None):
+        super().__init__(tokenizer, modules, config, reranker=reranker)
         self.kind = reranker
-        spec = {"name": "embedding", **modules.get("retriever", {})}
-        self.retriever = build_module("retriever", spec, tokenizer, "agent.modules.retriever")
+        self.retriever = self.module("retriever")
         self.training = False  # Gumbel sampling (train) or plain top-M (eval) for the linear reranker
         self._reranker: LinearReranker | None = None
-        if reranker == "linear" or config.memory == "reflection":
+        if reranker == "linear" or self.config.memory == "reflection":
             self._require_embeddings()
-        stops = (tokenizer.eos_token_id, tokenizer.pad_token_id)
-        self.stop_ids = {i for i in stops if i is not None}
+        self.stop_ids = stop_ids(tokenizer)
 
     @classmethod
-    def from_config(cls, agent_cfg: Any, tokenizer: Any) -> RMMAgent:
-        if agent_cfg.train:
-            raise UserError("agent.train: rmm has no roles; choose the learner with agent.reranker (linear | llm)")
-        config = build_dataclass(RMMConfig, dict(agent_cfg.options), "agent.options")
-        return cls(tokenizer, agent_cfg.modules, agent_cfg.reranker or "linear", config)
-
-    @staticmethod
-    def training_loop(agent_cfg: Any) -> str | None:
-        """The linear reranker is not trained by GRPO: ``memfactory train`` runs this loop instead."""
-        return "memfactory_cli.workflows.rmm_train:run" if (agent_cfg.reranker or "linear") == "linear" else None
+    def learner_for(cls, agent_cfg: Any):
+        return "grpo" if agent_cfg.reranker == "llm" else "reinforce"
 
     def _require_embeddings(self) -> None:
         if not callable(getattr(self.retriever, "embed", None)):
@@ -171,6 +158,10 @@ class RMMAgent:
                 self._reranker.load(self.config.reranker_weights)
         return self._reranker
 
+    def finish_learning(self) -> None:
+        """Step the reranker on a partial last batch, so no gradient is dropped."""
+        self.reranker.step()
+
     def save(self, folder: Path) -> Path:
         path = folder / WEIGHTS_FILE
         self.reranker.save(path)
@@ -183,10 +174,7 @@ class RMMAgent:
 
     # -- text <-> ids ---------------------------------------------------------------------------------------------
     def _prompt(self, text: str) -> list[int]:
-        chat = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True, enable_thinking=self.config.enable_thinking
-        )
-        return self.tokenizer(chat, add_special_tokens=False)["input_ids"]
+        return chat_ids(self.tokenizer, text, self.config.enable_thinking)
 
     def _generate(self, generator: Generator, texts: list[str], budget: int) -> list[tuple[list[int], list[int], str]]:
         """(prompt ids, completion ids, completion text) per prompt, in one generate call."""
@@ -205,11 +193,7 @@ class RMMAgent:
 
     # -- episodes ---------------------------------------------------------------------------------------------------
     def episodes(self, rows: list[dict[str, Any]]) -> list[Episode]:
-        rows = [_decode_sessions(r) for r in rows]
-        if not rows:
-            return []
-        ids = self.tokenizer([r["question"] for r in rows], add_special_tokens=False)["input_ids"]
-        return [Episode(row, q, []) for row, q in zip(rows, ids)]
+        return super().episodes([_decode_sessions(r) for r in rows])
 
     # -- prospective reflection -------------------------------------------------------------------------------------
     def raw_bank(self, row: dict[str, Any]) -> rf.TopicBank:

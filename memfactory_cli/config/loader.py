@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,9 +81,28 @@ def build_dataclass(cls: type[T], data: dict[str, Any], where: str) -> T:
         merged = OmegaConf.merge(OmegaConf.structured(cls), OmegaConf.create(data))
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
-        key = f"{where}.{exc.full_key}" if where and getattr(exc, "full_key", None) else (getattr(exc, "full_key", "") or where)
+        full_key = getattr(exc, "full_key", "") or ""
+        key = f"{where}.{full_key}" if where and full_key else (full_key or where)
         msg = str(exc).splitlines()[0]
-        raise UserError(f"{key}: {msg}") from None
+        hint = help_of(cls, full_key)
+        raise UserError(f"{key}: {msg}" + (f" — help: {hint}" if hint else "")) from None
+
+
+def help_of(cls: type, dotted: str) -> str | None:
+    """The ``help`` metadata of the field at ``dotted`` (``trainer.loss_type``, ``rewards[0].name``) of ``cls``."""
+    current: Any = cls
+    meta = None
+    for part in re.sub(r"\[\d+\]", "", dotted).split(".") if dotted else []:
+        if not dataclasses.is_dataclass(current):
+            return None
+        field = next((f for f in dataclasses.fields(current) if f.name == part), None)
+        if field is None:
+            return None
+        meta = field.metadata.get("help")
+        hint = typing.get_type_hints(current).get(part)
+        args = [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)]
+        current = args[0] if args else hint
+    return meta
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -140,3 +160,8 @@ def load_recipe(path: str | os.PathLike | None, overrides: list[str] | None = No
 
 def to_yaml(cfg: Any) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_container(cfg: Any) -> dict[str, Any]:
+    """The typed recipe as plain dicts and lists (for loggers that store the configuration)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]

@@ -1,13 +1,14 @@
 """The recipe schema: typed dataclasses are the truth, YAML only writes them.
 
-Every field's ``help`` metadata is what ``memfactory check`` and the docs show. Field names are what users type
+Every field's ``help`` metadata is what ``memfactory check`` shows with an error on that field (and what the docs
+show); every enumerated field is a ``Literal``, so its allowed values are declared here and nowhere else. Field names are what users type
 in recipes and dot-overrides (``trainer.max_steps=2``), so renaming one is a breaking change.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any  # noqa: UP035  (OmegaConf needs typing generics)
+from typing import Any, Literal  # noqa: UP035  (OmegaConf needs typing generics)
 
 
 def _help(text: str, default: Any = None, **kw: Any) -> Any:
@@ -30,8 +31,10 @@ class LoraConfig:
 @dataclass
 class ModelConfig:
     name_or_path: str = _help("Hub id, local folder, or alias (`memfactory list` shows the aliases).", "tiny-qwen3")
-    dtype: str = _help("Weights dtype for loading: float32 (fp32 master weights) | bfloat16 | auto.", "float32")
-    attn_implementation: str = _help(
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = _help(
+        "Weights dtype for loading: float32 (fp32 master weights) | bfloat16 | float16 | auto.", "float32"
+    )
+    attn_implementation: Literal["auto", "sdpa", "sdpa_additive", "eager", "flash_attention_2", "flash_attention_3"] = _help(
         "auto (flash_attention_2 on CUDA when installed, sdpa on CUDA otherwise, sdpa_additive on CPU) | sdpa | eager.", "auto"
     )
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -39,7 +42,7 @@ class ModelConfig:
 
 @dataclass
 class AgentConfig:
-    name: str = _help("Registered agent (`memfactory list agent`).", "memagent")
+    name: str = _help("Registered agent: memagent | memory_r1 | rmm, or a dotted path (`memfactory list`).", "memagent")
     modules: dict[str, dict[str, Any]] = _help(
         "Slot -> module spec ({name: <registered module>, ...its options}); a slot left out gets the agent's default.",
         default_factory=dict,
@@ -51,7 +54,7 @@ class AgentConfig:
 
 @dataclass
 class EnvConfig:
-    name: str = _help("Registered environment: longcontext | memory_bank.", "longcontext")
+    name: str = _help("Registered environment: longcontext | memory_bank | multi_session (`memfactory list`).", "longcontext")
 
 
 @dataclass
@@ -74,8 +77,8 @@ class RewardSpec:
 
 @dataclass
 class GenerationConfig:
-    backend: str = _help("hf (transformers generate) | vllm (TRL's vLLM integration, CUDA only: docs/scaling.md).", "hf")
-    vllm_mode: str = _help("backend=vllm: colocate (one engine inside each training process) | server (`trl vllm-serve`).", "colocate")
+    backend: Literal["hf", "vllm"] = _help("hf (transformers generate) | vllm (TRL's vLLM integration, CUDA only: docs/scaling.md).", "hf")
+    vllm_mode: Literal["colocate", "server"] = _help("backend=vllm: colocate (one engine inside each training process) | server (`trl vllm-serve`).", "colocate")
     vllm_server_host: str = _help("backend=vllm, vllm_mode=server: host of the `trl vllm-serve` process.", "127.0.0.1")
     vllm_server_port: int = _help("backend=vllm, vllm_mode=server: its port.", 8000)
     vllm_gpu_memory_utilization: float = _help("backend=vllm, colocate: GPU memory fraction vLLM may take (KV cache).", 0.3)
@@ -101,16 +104,20 @@ class TrainerConfig:
     beta: float = _help("KL coefficient against the reference model (0 = no reference model).", 0.0)
     epsilon: float = _help("PPO clip range.", 0.2)
     num_iterations: int = _help("Optimisation passes per generation (mu).", 1)
-    loss_type: str = _help("TRL loss aggregation; dapo = token-mean over all rows of the step.", "dapo")
-    scale_rewards: str = _help("Advantage scaling: group (divide by group std) | batch | none (MemAgent).", "group")
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "vespo"] = _help(
+        "TRL loss aggregation; dapo = token-mean over all rows of the step.", "dapo"
+    )
+    scale_rewards: Literal["group", "batch", "none"] = _help("Advantage scaling: group (divide by group std) | batch | none (MemAgent).", "group")
     skip_zero_advantage_rows: bool = _help(
         "Skip the forward/backward of rows with advantage 0 where that leaves the gradient unchanged (beta 0, loss_type "
         "dapo or cispo).",
         True,
     )
     seed: int = _help("Training seed.", 42)
-    device: str = _help("auto | cpu | cuda. A recipe that says cuda fails fast without a GPU.", "auto")
-    bf16: str = _help("auto (on when the device supports it) | true | false: bf16 autocast over fp32 weights.", "auto")
+    device: Literal["auto", "cpu", "cuda"] = _help("auto | cpu | cuda. A recipe that says cuda fails fast without a GPU.", "auto")
+    bf16: Literal["auto", True, False] = _help(
+        "auto (on when the device supports it) | true | false: bf16 autocast over fp32 weights.", "auto"
+    )
     gradient_checkpointing: bool = _help("Recompute activations in the backward pass to save memory.", False)
     save_steps: int = _help(
         "Save a checkpoint every N steps (0 = only final/); a multiple of num_iterations, so resumes are exact.", 0
@@ -130,7 +137,7 @@ class LaunchConfig:
 
 @dataclass
 class LoggingConfig:
-    swanlab: str = _help("offline (default) | disabled | cloud (needs SWANLAB_API_KEY).", "offline")
+    swanlab: Literal["offline", "disabled", "cloud"] = _help("offline (default) | disabled | cloud (needs SWANLAB_API_KEY).", "offline")
     project: str = _help("SwanLab project.", "memfactory")
     experiment: str | None = _help("SwanLab experiment name (default: the output folder name).", None)
     rollout_samples: int = _help("Trajectories per step written to rollouts.jsonl.", 2)

@@ -14,10 +14,15 @@ Gold evidence for Recall@K is the turns with ``has_answer`` or, when a row marks
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
+from memfactory_cli.config.loader import build_dataclass
+from memfactory_cli.config.schema import DataConfig
+from memfactory_cli.data.files import DATA_DIR, read_rows_file
 from memfactory_cli.errors import UserError
+from memfactory_cli.io import read_jsonl
+from memfactory_cli.registry import register
 
 
 def is_dialogue_row(row: Any) -> bool:
@@ -176,26 +181,19 @@ EVAL_NAMES = ["Mira", "Noor", "Otto", "Pia", "Quin", "Rosa", "Sami", "Tess"]
 
 
 @dataclass
-class DialogueSynthConfig:
+class MultiSessionSynthConfig:
     n_train: int = 64
     n_eval: int = 16
     sessions: int = 4
     filler_turns: int = 4
     update_rate: float = 0.3  # share of knowledge-update questions (the fact changes in a later session)
 
-    @classmethod
-    def from_dict(cls, options: dict[str, Any]) -> DialogueSynthConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise UserError(f"data.synth.{unknown[0]}: the dialogue generator has no such option; options: {', '.join(sorted(names))}")
-        cfg = cls(**options)
-        if cfg.sessions < 2 or cfg.n_train < 1 or cfg.n_eval < 1 or cfg.filler_turns < 0:
+    def __post_init__(self) -> None:
+        if self.sessions < 2 or self.n_train < 1 or self.n_eval < 1 or self.filler_turns < 0:
             raise UserError("data.synth: sessions >= 2, n_train >= 1, n_eval >= 1 and filler_turns >= 0 are required")
-        return cfg
 
 
-def synth_dialogues(cfg: DialogueSynthConfig, split: str, seed: int) -> list[dict[str, Any]]:
+def synth_multisession(cfg: MultiSessionSynthConfig, split: str, seed: int) -> list[dict[str, Any]]:
     """Seeded multi-session chats about one user each; the question asks one fact stated in one session.
 
     Every session states one fact (the topics differ), padded with chit-chat. In knowledge-update questions the
@@ -250,23 +248,15 @@ def synth_dialogues(cfg: DialogueSynthConfig, split: str, seed: int) -> list[dic
 LONGMEMEVAL_HUB = "xiaowu0162/longmemeval-cleaned"
 
 
-def _data_dir() -> Any:
-    from memfactory_cli.data.sources import DATA_DIR
-
-    return DATA_DIR
-
-
 def longmemeval_items(variant: str) -> list[dict[str, Any]]:
     """``data/longmemeval_<variant>_cleaned.json`` (or without ``_cleaned``), as published; one clear line if absent."""
-    from memfactory_cli.data.sources import _read_file
-
     for name in (f"longmemeval_{variant}_cleaned.json", f"longmemeval_{variant}.json"):
-        path = _data_dir() / name
+        path = DATA_DIR / name
         if path.is_file():
-            return _read_file(path)
+            return read_rows_file(path)
     raise UserError(
-        f"longmemeval_{variant}: put longmemeval_{variant}_cleaned.json in {_data_dir()}/ (on a connected machine: "
-        f"`hf download --repo-type dataset {LONGMEMEVAL_HUB} longmemeval_{variant}_cleaned.json --local-dir {_data_dir()}`)"
+        f"longmemeval_{variant}: put longmemeval_{variant}_cleaned.json in {DATA_DIR}/ (on a connected machine: "
+        f"`hf download --repo-type dataset {LONGMEMEVAL_HUB} longmemeval_{variant}_cleaned.json --local-dir {DATA_DIR}`)"
     )
 
 
@@ -275,60 +265,52 @@ def _every_fifth(items: list[dict[str, Any]], test: bool) -> list[dict[str, Any]
     return [x for i, x in enumerate(items) if (i % 5 == 0) == test]
 
 
-def msc_lines(path: Any) -> list[dict[str, Any]]:
-    """ParlAI MSC ``*.txt`` files hold one JSON object per line."""
-    import json
-
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    out = []
-    for lineno, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}: line {lineno}: invalid JSON: {exc.msg}") from None
-    return out
+@register("dataset", "rmm_synth_train")
+def rmm_synth_train(cfg: DataConfig) -> list[dict[str, Any]]:
+    """Seeded synthetic multi-session chats with one asked fact each (RMM, CPU)."""
+    return synth_multisession(build_dataclass(MultiSessionSynthConfig, cfg.synth, "data.synth"), "train", cfg.seed)
 
 
-def _register() -> None:
-    from memfactory_cli.config.schema import DataConfig
-    from memfactory_cli.registry import register
-
-    @register("dataset", "rmm_synth_train")
-    def rmm_synth_train(cfg: DataConfig) -> list[dict[str, Any]]:
-        """Seeded synthetic multi-session chats with one asked fact each (RMM, CPU)."""
-        return synth_dialogues(DialogueSynthConfig.from_dict(cfg.synth), "train", cfg.seed)
-
-    @register("dataset", "rmm_synth_eval")
-    def rmm_synth_eval(cfg: DataConfig) -> list[dict[str, Any]]:
-        """Held-out synthetic multi-session chats (unseen user names)."""
-        return synth_dialogues(DialogueSynthConfig.from_dict(cfg.synth), "eval", cfg.seed)
-
-    for variant in ("s", "m", "oracle"):
-
-        def whole(cfg: DataConfig, variant: str = variant) -> list[dict[str, Any]]:
-            return longmemeval_items(variant)
-
-        whole.__doc__ = f"LongMemEval-{variant.upper()}, all 500 questions (data/longmemeval_{variant}_cleaned.json)."
-        register("dataset", f"longmemeval_{variant}")(whole)
-    for part, test in (("train", False), ("test", True)):
-
-        def split(cfg: DataConfig, test: bool = test) -> list[dict[str, Any]]:
-            return _every_fifth(longmemeval_items("s"), test)
-
-        split.__doc__ = f"LongMemEval-S, {'every fifth question (100)' if test else 'the other 400 questions'}, for RMM's reranker."
-        register("dataset", f"longmemeval_s_{part}")(split)
-
-    @register("dataset", "msc_test")
-    def msc_test(cfg: DataConfig) -> list[dict[str, Any]]:
-        """MSC session-5 test dialogues, personalised next reply (data/msc_dialogue/session_5/test.txt)."""
-        path = _data_dir() / "msc_dialogue" / "session_5" / "test.txt"
-        if not path.is_file():
-            raise UserError(f"msc_test: put ParlAI's msc_dialogue/ folder in {_data_dir()}/ (it holds session_5/test.txt)")
-        return msc_lines(path)
+@register("dataset", "rmm_synth_eval")
+def rmm_synth_eval(cfg: DataConfig) -> list[dict[str, Any]]:
+    """Held-out synthetic multi-session chats (unseen user names)."""
+    return synth_multisession(build_dataclass(MultiSessionSynthConfig, cfg.synth, "data.synth"), "eval", cfg.seed)
 
 
-_register()
+@register("dataset", "longmemeval_s")
+def longmemeval_s(cfg: DataConfig) -> list[dict[str, Any]]:
+    """LongMemEval-S, all 500 questions (data/longmemeval_s_cleaned.json)."""
+    return longmemeval_items("s")
+
+
+@register("dataset", "longmemeval_m")
+def longmemeval_m(cfg: DataConfig) -> list[dict[str, Any]]:
+    """LongMemEval-M, all 500 questions (data/longmemeval_m_cleaned.json)."""
+    return longmemeval_items("m")
+
+
+@register("dataset", "longmemeval_oracle")
+def longmemeval_oracle(cfg: DataConfig) -> list[dict[str, Any]]:
+    """LongMemEval-ORACLE, all 500 questions (data/longmemeval_oracle_cleaned.json)."""
+    return longmemeval_items("oracle")
+
+
+@register("dataset", "longmemeval_s_train")
+def longmemeval_s_train(cfg: DataConfig) -> list[dict[str, Any]]:
+    """LongMemEval-S, the other 400 questions, for RMM's reranker."""
+    return _every_fifth(longmemeval_items("s"), test=False)
+
+
+@register("dataset", "longmemeval_s_test")
+def longmemeval_s_test(cfg: DataConfig) -> list[dict[str, Any]]:
+    """LongMemEval-S, every fifth question (100), for RMM's reranker."""
+    return _every_fifth(longmemeval_items("s"), test=True)
+
+
+@register("dataset", "msc_test")
+def msc_test(cfg: DataConfig) -> list[dict[str, Any]]:
+    """MSC session-5 test dialogues, personalised next reply (data/msc_dialogue/session_5/test.txt)."""
+    path = DATA_DIR / "msc_dialogue" / "session_5" / "test.txt"
+    if not path.is_file():
+        raise UserError(f"msc_test: put ParlAI's msc_dialogue/ folder in {DATA_DIR}/ (it holds session_5/test.txt)")
+    return read_jsonl(path)  # ParlAI MSC ``*.txt`` files hold one JSON object per line

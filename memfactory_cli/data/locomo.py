@@ -22,10 +22,11 @@ from __future__ import annotations
 import json
 import random
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from memfactory_cli.config.loader import build_dataclass
 from memfactory_cli.config.schema import DataConfig
 from memfactory_cli.data import synth
 from memfactory_cli.errors import UserError
@@ -146,8 +147,8 @@ MONTHS = "January February March April May June July August September October No
 
 
 @dataclass
-class DialogueConfig:
-    """Options of the synthetic dialogue generator (recipes set them under ``data.synth``)."""
+class ConversationSynthConfig:
+    """Options of the synthetic two-person conversation generator (recipes set them under ``data.synth``)."""
 
     n_train: int = 8
     n_eval: int = 4
@@ -156,19 +157,12 @@ class DialogueConfig:
     facts_per_speaker: int = 2
     change_fraction: float = 0.5  # share of facts restated with a new value in a later session (category 1)
 
-    @classmethod
-    def from_dict(cls, options: dict[str, Any]) -> DialogueConfig:
-        names = {f.name for f in fields(cls)}
-        for key in options:
-            if key not in names:
-                raise UserError(f"unknown data.synth option '{key}' for synthetic dialogues; valid: {', '.join(sorted(names))}")
-        cfg = cls(**options)
-        if cfg.sessions < 2 or not 1 <= cfg.facts_per_speaker <= len(FACTS) or cfg.n_train < 0 or cfg.n_eval < 0:
+    def __post_init__(self) -> None:
+        if self.sessions < 2 or not 1 <= self.facts_per_speaker <= len(FACTS) or self.n_train < 0 or self.n_eval < 0:
             raise UserError(f"data.synth: sessions must be >= 2 and facts_per_speaker in 1..{len(FACTS)}")
-        return cfg
 
 
-def _dialogue(rng: random.Random, cfg: DialogueConfig, pool: list[str], n: int) -> dict[str, Any]:
+def _conversation(rng: random.Random, cfg: ConversationSynthConfig, pool: list[str], n: int) -> dict[str, Any]:
     """One conversation in LoCoMo's raw schema: facts said in session 1 or 2, some restated with a new value later."""
     speakers = rng.sample(pool, 2)
     sessions: list[list[tuple[str, str]]] = [[] for _ in range(cfg.sessions)]
@@ -212,48 +206,72 @@ def _dialogue(rng: random.Random, cfg: DialogueConfig, pool: list[str], n: int) 
     return {"sample_id": f"synth-{n}", "conversation": conversation, "qa": items}
 
 
-def synth_dialogues(cfg: DialogueConfig, split: str, seed: int = 0) -> list[dict[str, Any]]:
+def synth_conversations(cfg: ConversationSynthConfig, split: str, seed: int = 0) -> list[dict[str, Any]]:
     """Raw LoCoMo-schema conversations; ``train`` and ``eval`` use disjoint first names and independent seeds."""
     if split not in ("train", "eval"):
         raise ValueError(split)
     rng = random.Random(f"{seed}-dialogue-{split}")
     pool, n = (synth.TRAIN_FIRST, cfg.n_train) if split == "train" else (synth.HELD_OUT_FIRST, cfg.n_eval)
-    return [_dialogue(rng, cfg, pool, i) for i in range(n)]
+    return [_conversation(rng, cfg, pool, i) for i in range(n)]
 
 
 # -- registered sets ----------------------------------------------------------------------------------------------
 
 
-def _locomo(split: str, kind: str) -> Any:
-    def load(cfg: DataConfig) -> list[dict[str, Any]]:
-        convs = locomo_split(cfg.locomo_path, split)
-        return question_rows(convs) if kind == "question" else turn_rows(convs)
-
-    return load
+def _locomo(cfg: DataConfig, split: str, kind: str) -> list[dict[str, Any]]:
+    convs = locomo_split(cfg.locomo_path, split)
+    return question_rows(convs) if kind == "question" else turn_rows(convs)
 
 
-def _synth(split: str, kind: str) -> Any:
-    def load(cfg: DataConfig) -> list[dict[str, Any]]:
-        convs = convert(synth_dialogues(DialogueConfig.from_dict(cfg.synth), split, cfg.seed))
-        return question_rows(convs) if kind == "question" else turn_rows(convs)
-
-    return load
+def _synth(cfg: DataConfig, split: str, kind: str) -> list[dict[str, Any]]:
+    options = build_dataclass(ConversationSynthConfig, cfg.synth, "data.synth")
+    convs = convert(synth_conversations(options, split, cfg.seed))
+    return question_rows(convs) if kind == "question" else turn_rows(convs)
 
 
-for _split, _what in (("train", "conversation 1"), ("val", "conversation 2"), ("test", "conversations 3-10")):
-    register("dataset", f"locomo_{_split}")(_locomo(_split, "question")).__doc__ = (
-        f"LoCoMo questions of {_what}, category 5 dropped (data.locomo_path = locomo10.json)"
-    )
-for _split, _what in (("train", "conversation 1"), ("val", "conversation 2")):
-    register("dataset", f"locomo_turns_{_split}")(_locomo(_split, "turn")).__doc__ = (
-        f"LoCoMo memory-manager states of {_what}: each turn holding a question's last evidence, with its questions"
-    )
-register("dataset", "synth_dialogue_train")(_synth("train", "question")).__doc__ = (
-    "Seeded synthetic multi-session dialogues, one question each row (LoCoMo schema, for CPU)"
-)
-register("dataset", "synth_dialogue_eval")(_synth("eval", "question")).__doc__ = (
-    "Held-out synthetic dialogues (unseen names), one question each row"
-)
-register("dataset", "synth_dialogue_turns_train")(_synth("train", "turn")).__doc__ = (
-    "Synthetic dialogues as memory-manager states: the turn holding a question's last evidence, with its questions"
-)
+@register("dataset", "locomo_train")
+def locomo_train(cfg: DataConfig) -> list[dict[str, Any]]:
+    """LoCoMo questions of conversation 1, category 5 dropped (data.locomo_path = locomo10.json)"""
+    return _locomo(cfg, "train", "question")
+
+
+@register("dataset", "locomo_val")
+def locomo_val(cfg: DataConfig) -> list[dict[str, Any]]:
+    """LoCoMo questions of conversation 2, category 5 dropped (data.locomo_path = locomo10.json)"""
+    return _locomo(cfg, "val", "question")
+
+
+@register("dataset", "locomo_test")
+def locomo_test(cfg: DataConfig) -> list[dict[str, Any]]:
+    """LoCoMo questions of conversations 3-10, category 5 dropped (data.locomo_path = locomo10.json)"""
+    return _locomo(cfg, "test", "question")
+
+
+@register("dataset", "locomo_turns_train")
+def locomo_turns_train(cfg: DataConfig) -> list[dict[str, Any]]:
+    """LoCoMo memory-manager states of conversation 1: each turn holding a question's last evidence, with its questions"""
+    return _locomo(cfg, "train", "turn")
+
+
+@register("dataset", "locomo_turns_val")
+def locomo_turns_val(cfg: DataConfig) -> list[dict[str, Any]]:
+    """LoCoMo memory-manager states of conversation 2: each turn holding a question's last evidence, with its questions"""
+    return _locomo(cfg, "val", "turn")
+
+
+@register("dataset", "synth_dialogue_train")
+def synth_dialogue_train(cfg: DataConfig) -> list[dict[str, Any]]:
+    """Seeded synthetic multi-session dialogues, one question each row (LoCoMo schema, for CPU)"""
+    return _synth(cfg, "train", "question")
+
+
+@register("dataset", "synth_dialogue_eval")
+def synth_dialogue_eval(cfg: DataConfig) -> list[dict[str, Any]]:
+    """Held-out synthetic dialogues (unseen names), one question each row"""
+    return _synth(cfg, "eval", "question")
+
+
+@register("dataset", "synth_dialogue_turns_train")
+def synth_dialogue_turns_train(cfg: DataConfig) -> list[dict[str, Any]]:
+    """Synthetic dialogues as memory-manager states: the turn holding a question's last evidence, with its questions"""
+    return _synth(cfg, "train", "turn")

@@ -11,20 +11,18 @@ Canonical row (what environments consume): ``{"id", "question", "context", "answ
 from __future__ import annotations
 
 import inspect
-import json
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from memfactory_cli.config.loader import build_dataclass
 from memfactory_cli.config.schema import DataConfig
-from memfactory_cli.data import ruler, synth
+from memfactory_cli.data import dialogues, ruler, synth
+from memfactory_cli.data.files import DATA_DIR, FILE_SUFFIXES, hub_offline, read_rows_file
 from memfactory_cli.errors import UserError
 from memfactory_cli.registry import register, registry
 
-FILE_SUFFIXES = (".json", ".jsonl", ".parquet")
-DATA_DIR = Path("data")  # relative to the working directory, like the data paths in recipes
 MEMAGENT_HUB = "BytedTsinghua-SIA/hotpotqa"
 _FWE_NAME = re.compile(r"eval_fwe_(\d+)")
 _MEMAGENT_NAME = re.compile(r"eval_(\d+)")
@@ -33,13 +31,13 @@ _MEMAGENT_NAME = re.compile(r"eval_(\d+)")
 @register("dataset", "synth_train")
 def synth_train(cfg: DataConfig) -> list[dict[str, Any]]:
     """Seeded synthetic training questions (MemAgent training schema)."""
-    return synth.generate(synth.SynthConfig.from_dict(cfg.synth), "train", cfg.seed)
+    return synth.generate(build_dataclass(synth.SynthConfig, cfg.synth, "data.synth"), "train", cfg.seed)
 
 
 @register("dataset", "synth_eval")
 def synth_eval(cfg: DataConfig) -> list[dict[str, Any]]:
     """Held-out synthetic questions with unseen names (MemAgent eval schema)."""
-    return [synth.to_eval_schema(x) for x in synth.generate(synth.SynthConfig.from_dict(cfg.synth), "eval", cfg.seed)]
+    return [synth.to_eval_schema(x) for x in synth.generate(build_dataclass(synth.SynthConfig, cfg.synth, "data.synth"), "eval", cfg.seed)]
 
 
 @register("dataset", "eval_50")
@@ -69,7 +67,7 @@ def memagent_eval_rows(name: str) -> list[dict[str, Any]]:
     filename = f"{name}.json"
     local = DATA_DIR / filename
     if local.is_file():
-        return _read_file(local)
+        return read_rows_file(local)
     hint = (
         f"put MemAgent's {filename} at {local} (on a connected machine: `hf download --repo-type dataset "
         f"{MEMAGENT_HUB} {filename} --local-dir {DATA_DIR}`) or pass --set path/to/{filename}"
@@ -78,11 +76,11 @@ def memagent_eval_rows(name: str) -> list[dict[str, Any]]:
 
     cached = try_to_load_from_cache(MEMAGENT_HUB, filename, repo_type="dataset")
     if isinstance(cached, str):
-        return _read_file(Path(cached))
-    if _hub_offline():
+        return read_rows_file(Path(cached))
+    if hub_offline():
         raise UserError(f"{name}: {local} not found and the hub is offline; {hint}")
     try:
-        return _read_file(Path(hf_hub_download(MEMAGENT_HUB, filename, repo_type="dataset")))
+        return read_rows_file(Path(hf_hub_download(MEMAGENT_HUB, filename, repo_type="dataset")))
     except UserError:
         raise
     except Exception as exc:
@@ -94,7 +92,7 @@ def fwe_rows(length: int, tokenizer: Any = None, limit: int | None = None) -> li
     """MemAgent's ``data/eval_fwe_<length>.json`` when present, else RULER's recipe regenerated under ``tokenizer``."""
     local = DATA_DIR / f"eval_fwe_{length}.json"
     if local.is_file():
-        return _read_file(local)
+        return read_rows_file(local)
     if tokenizer is None:
         raise NeedsTokenizer(
             f"eval_fwe_{length} is generated under the evaluated model's tokenizer: run it with `memfactory eval`, "
@@ -164,9 +162,7 @@ def normalise_row(row: dict[str, Any], where: str, index: int) -> dict[str, Any]
     """One input row (any accepted schema) -> the canonical episode row."""
     if not isinstance(row, dict):
         raise UserError(f"{where}: expected an object, got {type(row).__name__}")
-    from memfactory_cli.data import dialogues  # multi-session chats (RMM): LongMemEval, MSC, canonical
-
-    if dialogues.is_dialogue_row(row):
+    if dialogues.is_dialogue_row(row):  # multi-session chats (RMM): LongMemEval, MSC, canonical
         return dialogues.convert(row, where, index)
     if "context" not in row:
         raise UserError(f"{where}: missing field 'context'")
@@ -206,45 +202,8 @@ def normalise_row(row: dict[str, Any], where: str, index: int) -> dict[str, Any]
     return out
 
 
-def _read_file(path: Path) -> list[dict[str, Any]]:
-    try:
-        if path.suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path).to_pylist()
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a UTF-8 text file") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except Exception as exc:  # pyarrow raises its own types for corrupt files
-        raise UserError(f"{path}: not a readable parquet file: {str(exc).splitlines()[0]}") from None
-    if not text.strip():
-        raise UserError(f"{path}: the file is empty")
-    if path.suffix == ".jsonl" or (path.suffix == ".json" and not text.lstrip().startswith("[")):
-        rows = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise UserError(f"{path}: line {lineno}: invalid JSON: {exc.msg}") from None
-        return rows
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}: line {exc.lineno}: invalid JSON: {exc.msg}") from None
-    if not isinstance(rows, list):
-        raise UserError(f"{path}: expected a JSON list of rows")
-    return rows
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_DATASETS_OFFLINE", os.environ.get("HF_HUB_OFFLINE", "0")).lower() in ("1", "true")
-
-
 def _read_hub(dataset_id: str) -> list[dict[str, Any]]:
-    offline = _hub_offline()
+    offline = hub_offline()
     hint = (
         f"download it on a connected machine (`hf download --repo-type dataset {dataset_id}`) and point the "
         "recipe at the local .json/.parquet file, e.g. under data/"
@@ -274,7 +233,7 @@ def load_rows(spec: str, cfg: DataConfig, limit: int | None = None, tokenizer: A
     elif path.suffix in FILE_SUFFIXES or path.exists():
         if not path.is_file():
             raise UserError(f"data file not found: {path}")
-        raw, where = _read_file(path), str(path)
+        raw, where = read_rows_file(path), str(path)
     elif spec.count("/") == 1 and not spec.startswith("."):
         raw, where = _read_hub(spec), spec
     else:

@@ -9,7 +9,7 @@ Training and held-out sets draw first names from disjoint pools, so held-out peo
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from memfactory_cli.errors import UserError
@@ -64,19 +64,13 @@ class SynthConfig:
     multi_hop_fraction: float = 0.0
     relations: tuple[str, ...] = ("city", "job", "pet", "colour")
 
-    @classmethod
-    def from_dict(cls, options: dict[str, Any]) -> SynthConfig:
-        names = {f.name for f in fields(cls)}
-        for key in options:
-            if key not in names:
-                raise UserError(f"unknown data.synth option '{key}'; valid: {', '.join(sorted(names))}")
-        cfg = cls(**{k: (tuple(v) if k == "relations" else v) for k, v in options.items()})
-        if cfg.people < 2 or cfg.filler_sentences < 0 or cfg.n_train < 0 or cfg.n_eval < 0:
+    def __post_init__(self) -> None:
+        self.relations = tuple(self.relations)
+        if self.people < 2 or self.filler_sentences < 0 or self.n_train < 0 or self.n_eval < 0:
             raise UserError("data.synth: people must be >= 2 and sizes must be >= 0")
-        for rel in cfg.relations:
+        for rel in self.relations:
             if rel not in RELATIONS:
                 raise UserError(f"data.synth.relations: unknown relation '{rel}'; valid: {', '.join(RELATIONS)}")
-        return cfg
 
 
 def _filler(rng: random.Random) -> str:

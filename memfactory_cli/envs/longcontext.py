@@ -15,6 +15,8 @@ RULER_METRICS = ("string_match_all",)
 
 @register("env", "longcontext")
 class LongcontextEnv:
+    group_by = None
+
     def __init__(self, data: DataConfig):
         self.data = data
 

@@ -10,6 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from memfactory_cli.modules.text import stop_ids
+
+
+def _cache_name() -> str:
+    """The name of the KV cache in ``generate``'s keywords and in model outputs: transformers 5.24 renamed
+    ``past_key_values`` to ``cache`` (the old name still works there but logs a deprecation warning); older
+    releases only know the old name."""
+    import transformers
+    from packaging.version import Version
+
+    return "cache" if Version(transformers.__version__).release >= (5, 24) else "past_key_values"
+
+
+CACHE_KWARG = _cache_name()
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -31,10 +46,9 @@ def cut_after_eos(row: list[int], stop_ids: set[int]) -> list[int]:
 
 
 def eos_ids(generation_config: Any, tokenizer: Any) -> list[int]:
-    """The ids a completion stops at: the generation config's EOS id(s) and the tokenizer's (every backend uses these)."""
+    """The ids a completion stops at, for every backend: :func:`stop_ids` plus the model's generation config EOS."""
     eos = generation_config.eos_token_id
-    listed = eos if isinstance(eos, list) else [eos]
-    return sorted({i for i in [*listed, tokenizer.eos_token_id] if i is not None})
+    return sorted(stop_ids(tokenizer, eos if isinstance(eos, list) else [eos]))
 
 
 class HFGenerator:
@@ -84,7 +98,7 @@ class HFGenerator:
             output = self.model.generate(
                 input_ids=input_ids.to(device),
                 attention_mask=attention_mask.to(device),
-                past_key_values=cache,
+                **{CACHE_KWARG: cache},
                 max_new_tokens=max_new_tokens,
                 pad_token_id=self.pad_id,
                 eos_token_id=self.eos_ids,
@@ -119,7 +133,7 @@ def prefill_cache(model: Any, input_ids: Any, attention_mask: Any, pad_id: int) 
     for row, prompt in enumerate(distinct):
         ids[row, : len(prompt) - 1] = torch.tensor(prompt[:-1], dtype=torch.long)
     with torch.no_grad():
-        cache = model(input_ids=ids.to(input_ids.device), use_cache=True, logits_to_keep=1).past_key_values
+        cache = model(input_ids=ids.to(input_ids.device), use_cache=True, logits_to_keep=1)[CACHE_KWARG]
     if type(cache) is not DynamicCache or any(type(layer) is not DynamicLayer for layer in cache.layers):
         return None
     padding = torch.tensor([span - (len(p) - 1) for p in distinct])

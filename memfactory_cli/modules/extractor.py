@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from memfactory_cli.modules.text import after_thinking, chat_ids
 from memfactory_cli.registry import register
 
 EXTRACT_PROMPT = """You extract personal facts from one turn of a conversation, for a long-term memory.
@@ -26,17 +27,9 @@ Timestamp: {timestamp}
 {speaker}: {text}"""
 
 
-def chat_ids(tokenizer: Any, user_text: str, enable_thinking: bool = False) -> list[int]:
-    """Token ids of a one-message chat ready for the assistant's reply."""
-    text = tokenizer.apply_chat_template(
-        [{"role": "user", "content": user_text}], tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
-    )
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
 def strip_reply(text: str) -> str:
     """The reply without thinking and without a Markdown code fence around it."""
-    text = text.rsplit("</think>", 1)[-1].strip()
+    text = after_thinking(text)
     if text.startswith("```"):
         text = text.split("\n", 1)[1] if "\n" in text else ""
         text = text.rsplit("```", 1)[0]

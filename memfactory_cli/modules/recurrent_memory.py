@@ -14,6 +14,7 @@ from typing import Any
 
 from memfactory_cli.errors import UserError
 from memfactory_cli.modules.templates import TokenTemplate, final_messages, update_messages
+from memfactory_cli.modules.text import stop_ids
 from memfactory_cli.registry import register
 
 INITIAL_MEMORY = "No previous memory"
@@ -57,7 +58,7 @@ class RecurrentMemoryModule:
         self.update_template = TokenTemplate.compile(tokenizer, update_messages(config.one_shot == "all"), chat_kwargs)
         self.final_template = TokenTemplate.compile(tokenizer, final_messages(config.one_shot != "none"), chat_kwargs)
         self.initial_memory = self.encode(INITIAL_MEMORY)
-        self.stop_ids = {i for i in (tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
+        self.stop_ids = stop_ids(tokenizer)
         think_close = tokenizer.convert_tokens_to_ids("</think>")
         self.think_close_id = think_close if think_close not in (None, tokenizer.unk_token_id) else None
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memfactory_cli.errors import UserError
+from memfactory_cli.modules.text import after_thinking
 
 NO_TRAIT = "NO_TRAIT"
 NO_CITE = "NO_CITE"
@@ -101,14 +102,6 @@ class Parsed:
     dropped: int = 0  # e.g. out-of-range ids ignored
 
 
-_THINK = re.compile(r"<think>.*?</think>", re.S)
-
-
-def strip_think(text: str) -> str:
-    text = _THINK.sub("", text)
-    return text.rsplit("</think>", 1)[-1].strip()
-
-
 def _json_object(text: str) -> Any:
     """The first JSON object in ``text`` (code fences and prose around it tolerated), or None."""
     start = text.find("{")
@@ -122,7 +115,7 @@ def _json_object(text: str) -> Any:
 
 def parse_extraction(text: str, n_turns: int) -> Parsed:
     """``NO_TRAIT`` -> ok with no memories; valid JSON -> its summaries (references outside the session dropped)."""
-    body = strip_think(text)
+    body = after_thinking(text)
     obj = _json_object(body)
     if obj is None:
         return Parsed([], ok=NO_TRAIT in body)
@@ -161,7 +154,7 @@ _MERGE = re.compile(r"\bMerge\(\s*(-?\d+)\s*,\s*(.*?)\)\s*(?=$|\n|Merge\(|Add\()
 def parse_update(text: str, n_candidates: int) -> Parsed:
     """``Add()`` or ``Merge(index, merged)`` lines -> actions. Merges into unknown indices are dropped and counted;
     a reply with no valid action is not ok (the agent then adds the summary, so nothing is lost)."""
-    body = strip_think(text)
+    body = after_thinking(text)
     actions: list[Add | Merge] = []
     dropped = 0
     for m in _MERGE.finditer(body):
@@ -215,7 +208,7 @@ def parse_citations(text: str, m: int) -> Parsed:
     (no signal: the reranker is not updated), ``dropped`` counts out-of-range ids. ``[NO_CITE]`` with no ids cites
     nothing (every shown memory then gets -1). Groups that are not id lists (``[sic]``) are ignored.
     """
-    body = strip_think(text)
+    body = after_thinking(text)
     cited: set[int] = set()
     found = dropped = 0
     for g in _GROUP.finditer(body):
@@ -237,7 +230,7 @@ def parse_citations(text: str, m: int) -> Parsed:
 def parse_rerank_ids(text: str, allowed: int, max_ids: int) -> Parsed:
     """The MemFactory-style LLM reranker's reply: the first ``[...]`` after thinking, 1..max_ids distinct integer
     ids in 0..allowed-1. ``ok`` is the format verdict; the kept ids are the valid ones in their order."""
-    body = strip_think(text)
+    body = after_thinking(text)
     g = _GROUP.search(body)
     if g is None or not _ID_LIST.match(g.group(1)):
         return Parsed([], ok=False)

@@ -129,17 +129,11 @@ class LinearReranker(torch.nn.Module):
     def save(self, path: Path) -> None:
         """Weights and the settings they were trained with, written atomically (a temp file, then a rename)."""
         import dataclasses
-        import os
-        import tempfile
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        try:
+        from memfactory_cli.io import atomic_path
+
+        with atomic_path(path) as tmp:
             torch.save({"dim": self.dim, "config": dataclasses.asdict(self.config), "w_q": self.w_q.data, "w_m": self.w_m.data}, tmp)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
 
     def load(self, path: str | Path) -> None:
         try:

@@ -17,7 +17,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from memfactory_cli.modules.extractor import chat_ids, strip_reply
+from memfactory_cli.modules.extractor import strip_reply
+from memfactory_cli.modules.text import chat_ids
 from memfactory_cli.registry import register
 
 MANAGER_PROMPT = """You are a smart memory manager. You control the long-term memory of a conversation between {speakers}.

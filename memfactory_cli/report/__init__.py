@@ -5,13 +5,10 @@ Pure rendering: this package sees plain dicts (results rows, summary entries) an
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from memfactory_cli.io import atomic_write_text
+from memfactory_cli.io import atomic_path, atomic_write_text
 from memfactory_cli.report.summary import before_after_table, comparison, primary_metric, to_json, to_markdown
 from memfactory_cli.report.trace import diff_html, trace_html
 
@@ -26,12 +23,6 @@ def write_summary(out_dir: Path, entries: list[dict[str, Any]]) -> dict[str, Pat
     atomic_write_text(paths["json"], to_json(entries))
     atomic_write_text(paths["md"], to_markdown(entries))
     if entries:
-        fd, tmp = tempfile.mkstemp(prefix=".summary.png.", dir=out_dir)
-        os.close(fd)
-        try:
-            plot(entries, Path(tmp))
-            os.replace(tmp, paths["png"])
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+        with atomic_path(paths["png"]) as tmp:
+            plot(entries, tmp)
     return paths

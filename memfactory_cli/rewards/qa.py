@@ -11,6 +11,7 @@ import string
 from collections import Counter
 from typing import Any
 
+from memfactory_cli.modules.text import after_thinking
 from memfactory_cli.registry import register
 from memfactory_cli.rewards.base import completion_text
 
@@ -21,10 +22,6 @@ _PUNCT = set(string.punctuation)
 def normalize_answer(text: str) -> str:
     text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
     return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def strip_thinking(text: str) -> str:
-    return text.rsplit("</think>", 1)[-1]
 
 
 def last_boxed(text: str) -> str | None:
@@ -50,7 +47,7 @@ def last_boxed(text: str) -> str | None:
 
 def extract_answer(completion: Any) -> str | None:
     """The boxed answer after any thinking, or None when the model gave none."""
-    return last_boxed(strip_thinking(completion_text(completion)))
+    return last_boxed(after_thinking(completion_text(completion)))
 
 
 def em(prediction: str | None, references: list[str]) -> float:
@@ -105,7 +102,7 @@ def score_text(metric: str, text: Any, references: list[str]) -> float:
     """Score one reply (str or chat completion) with a named metric against all references."""
     prediction = extract_answer(text)
     if prediction is None and metric in RAW_FALLBACK:
-        prediction = strip_thinking(completion_text(text))
+        prediction = after_thinking(completion_text(text))
     return METRICS[metric](prediction, list(references))
 
 

@@ -6,7 +6,6 @@ logging settings.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
@@ -16,7 +15,10 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from memfactory_cli.config import to_container
+from memfactory_cli.config.schema import LoggingConfig, RecipeConfig
 from memfactory_cli.errors import UserError
+from memfactory_cli.io import append_jsonl
 
 RENAMES = {"reward": "reward/mean", "reward_std": "reward/std"}
 
@@ -29,11 +31,7 @@ class JsonlSink:
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def append(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, [record])
 
 
 class RolloutSink:
@@ -109,25 +107,52 @@ class ProgressCallback(TrainerCallback):
             self.progress.stop()
 
 
+def _swanlab_mode(mode: str) -> str | None:
+    """SwanLab's mode for ``logging.swanlab`` (None: disabled); ``cloud`` needs the API key in the environment."""
+    if mode == "disabled":
+        return None
+    if mode == "cloud" and not os.environ.get("SWANLAB_API_KEY"):
+        raise UserError("logging.swanlab=cloud needs the SWANLAB_API_KEY environment variable; use offline instead")
+    return "online" if mode == "cloud" else "offline"
+
+
 def swanlab_callbacks(mode: str, project: str, experiment: str, log_dir: Path, config: dict[str, Any]) -> list[Any]:
     """SwanLab through its own callback (transformers' ``report_to="swanlab"`` is broken with these versions).
 
     ``offline`` writes ``<run>/swanlog`` and never touches the network; ``cloud`` needs ``SWANLAB_API_KEY`` and
     never falls back to an interactive login; ``disabled`` returns no callback at all.
     """
-    if mode == "disabled":
+    swan_mode = _swanlab_mode(mode)
+    if swan_mode is None:
         return []
-    if mode not in ("offline", "cloud"):
-        raise UserError(f"logging.swanlab must be offline, disabled or cloud, not '{mode}'")
-    if mode == "cloud" and not os.environ.get("SWANLAB_API_KEY"):
-        raise UserError("logging.swanlab=cloud needs the SWANLAB_API_KEY environment variable; use offline instead")
     from swanlab.integration.transformers import SwanLabCallback
 
-    callback = SwanLabCallback(
-        project=project, experiment_name=experiment, mode="online" if mode == "cloud" else "offline", log_dir=str(log_dir)
-    )
+    callback = SwanLabCallback(project=project, experiment_name=experiment, mode=swan_mode, log_dir=str(log_dir))
     callback.update_config({"recipe": config})
     return [callback]
+
+
+def swanlab_run(logging: LoggingConfig, run_dir: Path, cfg: RecipeConfig) -> Any:
+    """A SwanLab run for a loop outside the HF Trainer (``trainer/reinforce.py``), or None when disabled."""
+    swan_mode = _swanlab_mode(logging.swanlab)
+    if swan_mode is None:
+        return None
+    import swanlab
+
+    return swanlab.init(
+        project=logging.project, name=logging.experiment or run_dir.name, mode=swan_mode,
+        log_dir=str(run_dir / "swanlog"), config={"recipe": to_container(cfg)},
+    )
+
+
+def finish_swanlab(mode: str) -> None:
+    """Close the SwanLab run the callback opened (also after an error), so its files are complete."""
+    if mode == "disabled":
+        return
+    import swanlab
+
+    if swanlab.has_run():
+        swanlab.finish()
 
 
 class InterruptCallback(TrainerCallback):

@@ -35,9 +35,6 @@ from memfactory_cli.errors import UserError
 from memfactory_cli.generation.vllm import INSTALL_HINT as VLLM_INSTALL_HINT
 from memfactory_cli.generation.vllm import vllm_installed
 
-BACKENDS = ("hf", "vllm")
-VLLM_MODES = ("colocate", "server")
-
 
 @dataclass
 class MemGRPOConfig(GRPOConfig):
@@ -72,15 +69,12 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def resolve_bf16(setting: str, device: str) -> bool:
+def resolve_bf16(setting: bool | str, device: str) -> bool:
+    """``trainer.bf16`` (true | false | auto) for ``device``."""
     import torch
 
-    if setting in ("true", "True", True):
-        return True
-    if setting in ("false", "False", False):
-        return False
     if setting != "auto":
-        raise UserError(f"trainer.bf16 must be auto, true or false, not '{setting}'")
+        return bool(setting)
     if device == "cuda":
         return torch.cuda.is_bf16_supported()
     # bf16 autocast only pays on CPUs with native bf16 (avx512_bf16 / AMX); elsewhere it is slower than fp32.
@@ -88,13 +82,10 @@ def resolve_bf16(setting: str, device: str) -> bool:
 
 
 def generation_fields(gen: GenerationConfig, device: str) -> dict[str, Any]:
-    """``GRPOConfig`` keyword arguments for ``gen``; every unusable setting is one clear error."""
-    if gen.backend not in BACKENDS:
-        raise UserError(f"generation.backend must be one of {', '.join(BACKENDS)}, not '{gen.backend}'")
+    """``GRPOConfig`` keyword arguments for ``gen``; every unusable setting is one clear error (the allowed values of
+    ``backend`` and ``vllm_mode`` are the schema's)."""
     if gen.backend == "hf":
         return {"use_vllm": False}
-    if gen.vllm_mode not in VLLM_MODES:
-        raise UserError(f"generation.vllm_mode must be one of {', '.join(VLLM_MODES)}, not '{gen.vllm_mode}'")
     if device != "cuda":  # the CPU build runs one colocated engine; the rest is CUDA-only (docs/scaling.md)
         for on, what in (
             (gen.vllm_mode == "server", "generation.vllm_mode=server (its weight broadcast is NCCL)"),
@@ -158,7 +149,7 @@ def grpo_args(
         top_k=g.top_k,
         seed=t.seed,
         use_cpu=device == "cpu",
-        bf16=resolve_bf16(str(t.bf16), device),
+        bf16=resolve_bf16(t.bf16, device),
         **{CHECKPOINTING_FIELD: t.gradient_checkpointing},
         logging_steps=t.logging_steps,
         save_strategy="steps" if t.save_steps > 0 else "no",

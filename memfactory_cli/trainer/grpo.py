@@ -32,33 +32,13 @@ from trl import GRPOTrainer
 from trl.trainer.utils import use_adapter
 
 from memfactory_cli.agents.base import Trajectory
-from memfactory_cli.generation.base import prefill_cache
+from memfactory_cli.generation.base import CACHE_KWARG, prefill_cache
 from memfactory_cli.io import replace_dir
 from memfactory_cli.trainer.checkpoints import EpochSeededSampler, staging_dir
+from memfactory_cli.trainer.trl_patches import lean_cpu_logprob_tiles, score_only_completion_positions
 from memfactory_cli.trainer.vllm_sync import adopt_cpu_weight_sync, cpu_engine_settings
 
 PHASES = ("generate", "reward")
-
-
-def score_only_completion_positions() -> None:
-    """Make TRL's fused LM head project only completion positions on CPU too.
-
-    TRL compacts to the labelled positions only on Triton devices (elsewhere it keeps tile shapes fixed to avoid
-    recompilation, which matters on Neuron, not on CPU) and projects every prompt position through the LM head.
-    MemAgent rows are mostly prompt (chunk + memory), so on CPU this wasted most of the update time: see
-    ``bench/logprobs.py``. Only the compaction switch in ``trl.trainer.utils`` is changed, not the kernels.
-    """
-    import trl.trainer.utils as trl_utils
-
-    original = getattr(trl_utils, "_use_triton", None)
-    if original is None or getattr(original, "_memfactory", False):
-        return
-
-    def compact(device: torch.device) -> bool:
-        return device.type == "cpu" or original(device)
-
-    compact._memfactory = True  # type: ignore[attr-defined]
-    trl_utils._use_triton = compact
 
 
 @contextmanager
@@ -72,8 +52,8 @@ def shared_prefill(model: Any, pad_id: int) -> Iterator[None]:
     original = model.generate
 
     def generate(*args: Any, input_ids: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:
-        if input_ids is not None and attention_mask is not None and kwargs.get("past_key_values") is None:
-            kwargs["past_key_values"] = prefill_cache(model, input_ids, attention_mask, pad_id)
+        if input_ids is not None and attention_mask is not None and kwargs.get(CACHE_KWARG) is None:
+            kwargs[CACHE_KWARG] = prefill_cache(model, input_ids, attention_mask, pad_id)
         return original(*args, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
     model.generate = generate
@@ -81,24 +61,6 @@ def shared_prefill(model: Any, pad_id: int) -> Iterator[None]:
         yield
     finally:
         del model.generate
-
-
-CPU_VOCAB_TILE = 4096
-
-
-def lean_cpu_logprob_tiles(device: torch.device) -> None:
-    """On devices without Triton, fold the LM head through 4,096-wide vocabulary tiles instead of TRL's 32,768.
-
-    Triton devices fold each tile in place. TRL's torch fallback (CPU) makes about four fp32 temporaries the size of
-    a tile (tokens x vocabulary width), so with a thousand completion tokens it peaked above the naive full-logits
-    computation (``bench/logprobs.py``: 1.33x its peak with a backward pass, 0.37x with this). Only the width
-    constant TRL reads at call time changes.
-    """
-    if device.type in ("cuda", "xpu"):
-        return
-    import trl.trainer.utils as trl_utils
-
-    trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = min(trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE, CPU_VOCAB_TILE)
 
 
 class TrainerGenerator:
@@ -194,6 +156,25 @@ def _select_rows(out: dict[str, Any], keep: torch.Tensor) -> None:
 
 
 class MemGRPOTrainer(GRPOTrainer):
+    """TRL's ``GRPOTrainer`` for agents whose trajectories are several training rows (see the module docstring).
+
+    What it takes from TRL, guarded by ``tests/test_trl_surface.py``:
+
+    - the constructor argument ``rollout_func`` (= :meth:`_rollout`, the agent's rollout);
+    - overrides, each calling ``super()``: ``_generate_and_score_completions`` (stash the batch, then
+      :meth:`_expand_rows`), ``_calculate_rewards`` (time it, keep each trajectory's rewards), ``_get_train_sampler``
+      (an epoch-seeded sampler for exact resume), ``_get_output_dir`` and ``_save_checkpoint`` (write checkpoints
+      to a staging folder, rename when complete), ``log`` (derive ``time/update_s``);
+    - private methods it calls: ``_generate_single_turn(prompt_ids, images, multimodal_fields, num_generations)``
+      (every agent turn, through :class:`TrainerGenerator`) and ``_get_per_token_logps_and_entropies`` (old and
+      reference log-probs of the memory rows);
+    - private attributes it reads: ``_tokenizer``, ``_metrics`` (its own metrics go into TRL's), ``_step``
+      (generation boundaries for checkpoints); public ones: ``generation_config``, ``vllm_generation``,
+      ``reward_func_names``, ``reward_weights``, ``beta``, ``loss_type``, ``top_entropy_quantile``, ``ref_model``;
+    - two process-wide patches of ``trl.trainer.utils`` (``_use_triton``, ``_CHUNKED_LOGPROB_CHUNK_SIZE``), with
+      their reasons in ``trainer/trl_patches.py``.
+    """
+
     def __init__(self, *args: Any, agent: Any, rollout_sink: Any, **kwargs: Any):
         self.agent = agent
         self.rollout_sink = rollout_sink
@@ -348,13 +329,13 @@ class MemGRPOTrainer(GRPOTrainer):
         metrics["trajectories"].append(slots)
         metrics["turns/mean"].append(turns / max(slots, 1))
         metrics["memory/within_budget"].append(within / max(slots, 1))
-        agent_metrics = getattr(self.agent, "rollout_metrics", None)
-        if agent_metrics is not None:  # agent-specific means (e.g. operation rates), averaged over processes
-            names, values = zip(*sorted(agent_metrics(trajs).items())) if trajs else ((), ())
-            if names:
-                gathered = self.accelerator.gather(torch.tensor(values, dtype=torch.float64, device=device))
-                for name, value in zip(names, gathered.view(-1, len(names)).mean(0).tolist()):
-                    metrics[name].append(value)
+        # agent-specific means (e.g. operation rates), averaged over processes
+        agent_metrics = sorted(self.agent.rollout_metrics(trajs).items()) if trajs else []
+        if agent_metrics:
+            names, values = zip(*agent_metrics)
+            gathered = self.accelerator.gather(torch.tensor(values, dtype=torch.float64, device=device))
+            for name, value in zip(names, gathered.view(-1, len(names)).mean(0).tolist()):
+                metrics[name].append(value)
         for phase in PHASES:
             metrics[f"time/{phase}_s"].append(self._phase_seconds[phase])
             self._phase_seconds[phase] = 0.0

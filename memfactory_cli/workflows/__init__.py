@@ -1,1 +1,1 @@
-"""Workflows: what each CLI command runs (train, eval, infer, data, list)."""
+"""One module per command (train, eval, check, infer, serve, data, list) and what they share; orchestration only."""

@@ -3,13 +3,43 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
-from memfactory_cli.config.schema import EvalConfig, GenerationConfig, RecipeConfig
+from memfactory_cli.config.schema import EvalConfig, GenerationConfig, ModelConfig, RecipeConfig
 from memfactory_cli.generation.base import Generator, HFGenerator, SamplingParams
 from memfactory_cli.generation.vllm import VLLMEngine, VLLMGenerator, load_engine
-from memfactory_cli.models.loading import load_model
+from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
 from memfactory_cli.registry import registry
+
+
+@dataclass
+class Policy:
+    """A resolved model (device, folder, tokenizer) and the agent built for its tokenizer; weights load on demand."""
+
+    model_cfg: ModelConfig
+    path: str
+    device: str
+    tokenizer: Any
+    agent: Any
+
+    def load(self, frozen: bool = True) -> Any:
+        """The weights, in eval mode; ``frozen`` also turns their gradients off (nothing of the LLM learns)."""
+        model = load_model(self.model_cfg, self.device, self.path).eval()
+        if frozen:
+            for p in model.parameters():
+                p.requires_grad_(False)
+        return model
+
+
+def load_policy(cfg: RecipeConfig, model: str | None = None) -> Policy:
+    """The one sequence every command starts with: device, model folder (``model`` overrides the recipe's),
+    tokenizer, agent. Bad input fails here, before any weights load."""
+    label = model or cfg.model.name_or_path
+    device = resolve_device(cfg.trainer.device)
+    path = resolve_model_path(label)
+    tokenizer = load_tokenizer(path)
+    return Policy(dataclasses.replace(cfg.model, name_or_path=label), path, device, tokenizer, build_agent(cfg, tokenizer))
 
 
 def build_agent(cfg: RecipeConfig, tokenizer: Any) -> Any:
@@ -31,16 +61,16 @@ def eval_sampling(ev: EvalConfig) -> SamplingParams:
     return SamplingParams(do_sample=True, temperature=ev.temperature, top_p=ev.top_p)
 
 
-def inference_model(cfg: RecipeConfig, device: str, path: str, tokenizer: Any, label: str | None = None) -> Any:
-    """What ``eval``, ``infer`` and ``serve`` generate with: the HF model in eval mode, or, with
-    ``generation.backend: vllm``, a vLLM engine over the same folder in the same dtype (no HF weights loaded)."""
-    if cfg.generation.backend == "vllm":
-        g = cfg.generation
-        return load_engine(
-            path, tokenizer, cfg.model.dtype, device, g.vllm_max_model_length, g.vllm_gpu_memory_utilization, cfg.trainer.seed
-        )
-    model_cfg = dataclasses.replace(cfg.model, name_or_path=label) if label else cfg.model
-    return load_model(model_cfg, device, path).eval()
+def inference_model(cfg: RecipeConfig, policy: Policy) -> Any:
+    """What ``eval``, ``infer`` and ``serve`` generate with: ``policy.load()``, or, with ``generation.backend: vllm``,
+    a vLLM engine over the same folder in the same dtype (no HF weights loaded)."""
+    if cfg.generation.backend != "vllm":
+        return policy.load()
+    g = cfg.generation
+    return load_engine(
+        policy.path, policy.tokenizer, policy.model_cfg.dtype, policy.device, g.vllm_max_model_length,
+        g.vllm_gpu_memory_utilization, cfg.trainer.seed,
+    )
 
 
 def make_generator(model: Any, tokenizer: Any, sampling: SamplingParams, max_batch: int | None) -> Generator:

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from memfactory_cli.config.loader import build_dataclass
 from memfactory_cli.data import synth
 from memfactory_cli.io import atomic_write_text, ensure_writable_dir
 
 
 def synth_to_files(out: str, seed: int, options: dict[str, Any]) -> dict[str, Path]:
     """Write ``train.json`` (MemAgent training schema) and ``eval.json`` (MemAgent eval schema) under ``out``."""
-    cfg = synth.SynthConfig.from_dict(options)
+    cfg = build_dataclass(synth.SynthConfig, options, "data.synth")
     folder = ensure_writable_dir(Path(out))
     paths = {"train": folder / "train.json", "eval": folder / "eval.json"}
     atomic_write_text(paths["train"], json.dumps(synth.generate(cfg, "train", seed), indent=1))

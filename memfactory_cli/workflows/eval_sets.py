@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,9 +21,8 @@ from memfactory_cli.config.schema import EvalConfig, RecipeConfig
 from memfactory_cli.data.sources import NeedsTokenizer, load_rows, set_source
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import SamplingParams
-from memfactory_cli.io import atomic_write_text, ensure_writable_dir
-from memfactory_cli.models.loading import load_tokenizer, resolve_device, resolve_model_path
-from memfactory_cli.workflows.common import build_agent, build_env, inference_model, make_generator
+from memfactory_cli.io import append_jsonl, atomic_write_text, cut_torn_tail, ensure_writable_dir, read_jsonl
+from memfactory_cli.workflows.common import build_env, inference_model, load_policy, make_generator
 from memfactory_cli.workflows.evaluate import rollout_pairs, summarise, summarise_groups
 
 Key = tuple[str, str, int, int]
@@ -48,21 +46,16 @@ class ResultsLog:
             self._load()
 
     def _load(self) -> None:
-        data = self.path.read_bytes()
-        complete = data.rfind(b"\n") + 1
-        for lineno, line in enumerate(data[:complete].splitlines(), 1):
-            if not line.strip():
-                continue
+        cut_torn_tail(self.path)
+        try:
+            rows = read_jsonl(self.path)
+        except UserError as exc:
+            raise UserError(f"{exc}; move the file away to start over") from None
+        for lineno, row in enumerate(rows, 1):
             try:
-                row = json.loads(line)
                 self.rows.setdefault(key(row), row)
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise UserError(f"{self.path}: line {lineno} is not a results row; move the file away to start over") from None
-        if complete < len(data):
-            with open(self.path, "r+b") as f:
-                f.truncate(complete)
-                f.flush()
-                os.fsync(f.fileno())
+            except (KeyError, TypeError, ValueError):
+                raise UserError(f"{self.path}: row {lineno} is not a results row; move the file away to start over") from None
 
     def __contains__(self, k: Key) -> bool:
         return k in self.rows
@@ -70,11 +63,7 @@ class ResultsLog:
     def append(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-        with open(self.path, "ab") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, rows)
         for r in rows:
             self.rows[key(r)] = r
 
@@ -162,7 +151,7 @@ def evaluate_set(
         progress(f"{set_name} x {label}: {len(log.select(set_name, label))}/{total} rows ({time.perf_counter() - start:.1f} s)")
     done = [r for r in log.select(set_name, label) if r["q"] < len(rows) and r["sample"] < k]
     _, summary = summarise(done, metrics, len(rows), k)
-    group_by = getattr(env, "group_by", None)  # e.g. LoCoMo's category: every metric per group too
+    group_by = env.group_by  # e.g. LoCoMo's category: every metric per group too
     groups = {"by": group_by, "groups": summarise_groups(done, rows, metrics, k, group_by)} if group_by else None
     return {
         "set": set_name,
@@ -260,18 +249,16 @@ def _run(
     log = ResultsLog(out_dir / "results.jsonl")
     from transformers import set_seed
 
-    device = resolve_device(cfg.trainer.device)
     env = build_env(cfg)
     entries: list[dict[str, Any]] = []
     for label in labels:
-        path = resolve_model_path(label)
-        tokenizer = load_tokenizer(path)
-        agent = build_agent(cfg, tokenizer)
+        policy = load_policy(cfg, label)
+        tokenizer, agent = policy.tokenizer, policy.agent
         rows = {name: shared[name] if name in shared else load_rows(name, cfg.data, limit, tokenizer) for name in set_names}
         lm = None
         for name in set_names:
             if any((name, label, q, s) not in log for q in range(len(rows[name])) for s in range(k)) and lm is None:
-                lm = inference_model(cfg, device, path, tokenizer, label)
+                lm = inference_model(cfg, policy)
             generator = make_generator(lm, tokenizer, sampling, cfg.eval.batch_size) if lm is not None else _NoGenerator(sampling)
             set_seed(cfg.trainer.seed)
             entries.append(evaluate_set(log, name, label, rows[name], agent, env, generator, cfg, k, progress))

@@ -9,6 +9,8 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
+from memfactory_cli.agents.base import BaseAgent
+from memfactory_cli.envs.base import Env
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import Generator
 
@@ -21,8 +23,8 @@ def mean_stderr(values: list[float]) -> dict[str, float]:
 
 
 def rollout_pairs(
-    agent: Any,
-    env: Any,
+    agent: BaseAgent,
+    env: Env,
     rows: list[dict[str, Any]],
     generator: Generator,
     pairs: list[tuple[int, int]],
@@ -40,7 +42,7 @@ def rollout_pairs(
         episodes = dict(zip(questions, agent.episodes([rows[q] for q in questions])))
         trajectories = agent.rollout([episodes[q] for q, _ in chunk], generator)
         yield [
-            {**t.to_record(), "q": q, "sample": s, "context_tokens": len(t.episode.context_ids), "scores": {**env.score(t.answer, t.episode.row["answers"], metrics), **getattr(t, "scores", {})}}
+            {**t.to_record(), "q": q, "sample": s, "context_tokens": len(t.episode.context_ids), "scores": {**env.score(t.answer, t.episode.row["answers"], metrics), **t.scores}}
             for (q, s), t in zip(chunk, trajectories)
         ]
 
@@ -98,7 +100,7 @@ def summarise_groups(
 
 
 def evaluate_rows(
-    agent: Any, env: Any, rows: list[dict[str, Any]], generator: Generator, k: int = 1, batch_questions: int = 64
+    agent: BaseAgent, env: Env, rows: list[dict[str, Any]], generator: Generator, k: int = 1, batch_questions: int = 64
 ) -> dict[str, Any]:
     """Roll out ``k`` samples of every row and score them; returns per-question scores, records and the summary."""
     if k < 1:
@@ -108,11 +110,25 @@ def evaluate_rows(
     records = [r for batch in rollout_pairs(agent, env, rows, generator, pairs, metrics, batch_questions * k) for r in batch]
     per_question, summary = summarise(records, metrics, len(rows), k)
     out = {"n": len(rows), "k": k, "metrics": summary, "per_question": per_question, "records": records}
-    if getattr(env, "group_by", None):
+    if env.group_by:
         out["by_group"] = {"by": env.group_by, "groups": summarise_groups(records, rows, metrics, k, env.group_by)}
     return out
 
 
-def paired_delta(before: list[dict[str, float]], after: list[dict[str, float]], metric: str) -> dict[str, float]:
-    """The per-question paired difference after - before, with its standard error."""
-    return mean_stderr([a[metric] - b[metric] for a, b in zip(after, before)])
+def paired_delta(before: list[dict[str, float]], after: list[dict[str, float]], metric: str) -> dict[str, float] | None:
+    """The per-question paired difference after - before, with its standard error, over the questions that have the
+    metric both times (RMM's recall is missing without gold evidence); None when none has."""
+    diffs = [a[metric] - b[metric] for b, a in zip(before, after) if metric in a and metric in b]
+    return mean_stderr(diffs) if diffs else None
+
+
+def before_after(before: dict[str, Any], after: dict[str, Any], train_seconds: float) -> dict[str, Any]:
+    """The ``eval_before_after.json`` of a training run: both summaries, the paired deltas, per group when grouped."""
+    deltas = {}
+    for m in before["metrics"]:
+        if m in after["metrics"] and (d := paired_delta(before["per_question"], after["per_question"], m)) is not None:
+            deltas[m] = d
+    summary = {"n": before["n"], "train_seconds": train_seconds, "before": before["metrics"], "after": after["metrics"], "delta": deltas}
+    if "by_group" in after:
+        summary.update(before_by_group=before.get("by_group"), after_by_group=after["by_group"])
+    return summary

@@ -1,4 +1,6 @@
-"""``memfactory infer``: read one document through the memory agent and show the memory after each chunk.
+"""``memfactory infer``: one question about one document through the agent's ``respond``, with its memory trace
+(MemAgent: the memory after each chunk; Memory-R1 and RMM: the memories the answer saw, built from the document read
+as a conversation).
 
 ``--html`` also writes the self-contained memory-trace viewer; ``--from results.jsonl`` renders the rows of an
 earlier ``memfactory eval`` instead of running a model.
@@ -6,15 +8,14 @@ earlier ``memfactory eval`` instead of running a model.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from memfactory_cli.agents.base import Request
 from memfactory_cli.config import load_recipe
 from memfactory_cli.errors import UserError
-from memfactory_cli.io import read_text_file
-from memfactory_cli.models.loading import load_tokenizer, resolve_device, resolve_model_path
-from memfactory_cli.workflows.common import build_agent, build_env, eval_generator, inference_model
+from memfactory_cli.io import read_jsonl, read_text_file
+from memfactory_cli.workflows.common import build_env, eval_generator, inference_model, load_policy
 
 
 def write_html(path: str, records: list[dict[str, Any]], title: str) -> Path:
@@ -34,18 +35,13 @@ def read_results(path: str, sets: list[str] | None = None, limit: int | None = N
     if not p.is_file():
         raise UserError(f"--from {path}: file not found")
     rows = []
-    lines = p.read_text(encoding="utf-8").splitlines()
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            if lineno == len(lines):
-                break  # the torn last line of a killed eval
-            raise UserError(f"--from {path}: line {lineno} is not JSON") from None
+    try:
+        records = read_jsonl(p, torn_tail="drop")  # a killed eval may leave a torn last line
+    except UserError as exc:
+        raise UserError(f"--from {exc}") from None
+    for n, row in enumerate(records, 1):
         if not isinstance(row, dict) or "answer" not in row:
-            raise UserError(f"--from {path}: line {lineno} is not a trajectory record (no 'answer')")
+            raise UserError(f"--from {path}: record {n} is not a trajectory record (no 'answer')")
         if not sets or row.get("set") in sets:
             rows.append(row)
     if not rows:
@@ -73,27 +69,24 @@ def run(
     from rich.panel import Panel
 
     cfg = load_recipe(recipe, overrides)
-    if model:
-        cfg.model.name_or_path = model
     context = read_text_file(doc, "document")
     if not question.strip():
         raise UserError("--question must not be empty")
-    device = resolve_device(cfg.trainer.device)
-    model_path = resolve_model_path(cfg.model.name_or_path)
-    tokenizer = load_tokenizer(model_path)
-    agent = build_agent(cfg, tokenizer)
-    lm = inference_model(cfg, device, model_path, tokenizer)
-    row = {"id": "0", "question": question, "context": context, "answers": list(references or [])}
-    (trajectory,) = agent.rollout([agent.episode(row)], eval_generator(lm, tokenizer, cfg.eval))
+    policy = load_policy(cfg, model)
+    agent, tokenizer, lm = policy.agent, policy.tokenizer, inference_model(cfg, policy)
+    request = Request(question, context, list(references or []))
+    (response,) = agent.respond(request, eval_generator(lm, tokenizer, cfg.eval))
+    trajectory = response.trajectory
     console = Console()
-    for i, memory in enumerate(trajectory.memories, 1):
-        console.print(Panel(memory or "[dim](empty)[/dim]", title=f"memory after chunk {i}/{len(trajectory.memories)}"))
-    console.print(Panel(trajectory.answer or "[dim](empty)[/dim]", title="answer", border_style="green"))
+    for i, memory in enumerate(response.trace, 1):
+        console.print(Panel(memory or "[dim](empty)[/dim]", title=agent.trace_title.format(i=i, n=len(response.trace))))
+    console.print(Panel(response.answer or "[dim](empty)[/dim]", title="answer", border_style="green"))
     record = trajectory.to_record()
     if references:
         env = build_env(cfg)
-        record["scores"] = env.score(trajectory.answer, row["answers"], env.metric_names([row]))
-        console.print("scores: " + ", ".join(f"{k}={v:.3f}" for k, v in record["scores"].items()))
+        row = trajectory.episode.row
+        record["scores"] = {**env.score(response.answer, request.references, env.metric_names([row])), **trajectory.scores}
+        console.print("scores: " + ", ".join(f"{k}={'-' if v is None else f'{v:.3f}'}" for k, v in record["scores"].items()))
     if html:
         console.print(f"wrote {write_html(html, [record], f'memory trace: {Path(doc).name}')}")
     return record

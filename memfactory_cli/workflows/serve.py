@@ -2,10 +2,12 @@
 
 Two modes, so that a trained agent can be called like any chat model and the same command can host a local judge:
 
-- ``agent`` (default): the memory agent. The last message must be the user's; its last paragraph (after the last
-  blank line) is the question, and everything before it (earlier messages' text first) is the document, which the
-  agent reads chunk by chunk through its recurrent memory before answering. The memory after each chunk comes back
-  in the non-standard ``memfactory.memories`` field.
+- ``agent`` (default): the memory agent, through :meth:`BaseAgent.respond` alone (any registered agent). The last
+  message must be the user's; its last paragraph (after the last blank line) is the question, and everything before
+  it (earlier messages' text first) is the document: MemAgent reads it chunk by chunk, Memory-R1 and RMM read it as
+  a conversation (``Speaker: text`` lines) and answer from the bank they build. The memory trace (MemAgent: the
+  memory after each chunk; the others: the memories the answer saw) comes back in the non-standard
+  ``memfactory.memories`` field. An agent that cannot serve as configured says so when the server starts.
 - ``model``: the bare model: the messages go through the model's chat template into one generate call.
 
 Every malformed request gets an OpenAI-shaped JSON error (``{"error": {"message", "type", "param", "code"}}``) with a
@@ -21,17 +23,16 @@ import socket
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from memfactory_cli.agents.base import BaseAgent, Request
 from memfactory_cli.config import load_recipe
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import Generator, SamplingParams
-from memfactory_cli.models.loading import load_tokenizer, resolve_device, resolve_model_path
-from memfactory_cli.workflows.common import build_agent, eval_sampling, inference_model, make_generator
+from memfactory_cli.workflows.common import eval_sampling, inference_model, load_policy, make_generator
 
 MODES = ("agent", "model")
 MAX_TOKENS_CAP = 8192
@@ -96,7 +97,7 @@ class Service:
     mode: str
     model: Any
     tokenizer: Any
-    agent: Any
+    agent: BaseAgent
     sampling: SamplingParams
     max_batch: int = 64
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -137,13 +138,14 @@ class Service:
 
     def _bare(self, req: ChatRequest, generator: Generator, budget: int | None):
         messages = [{"role": m.role, "content": m.text} for m in req.messages]
+        settings = self.agent.answer_settings()
         try:
-            thinking = self.agent.memory.config.enable_thinking
+            thinking = settings.enable_thinking
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=thinking)
         except Exception as exc:  # a template can reject a role order (e.g. two system messages)
             raise ApiError(400, f"the chat template rejected the messages: {str(exc).splitlines()[0]}", param="messages") from None
         prompt = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        completions = generator.generate([prompt] * req.n, budget or self.agent.memory.config.max_answer_tokens)
+        completions = generator.generate([prompt] * req.n, budget or settings.max_answer_tokens)
         stop = set(generator.eos_ids)
         texts = [t.strip() for t in self.tokenizer.batch_decode(completions, skip_special_tokens=True)]
         finished = [bool(c) and c[-1] in stop for c in completions]
@@ -151,31 +153,15 @@ class Service:
 
     def _agent(self, req: ChatRequest, generator: Generator, budget: int | None):
         document, question = split_document(req.messages)
-        row = {"id": "request", "question": question, "context": document, "answers": []}
-        with _answer_budget(self.agent.memory.config, budget):
-            trajectories = self.agent.rollout([self.agent.episode(row)] * req.n, generator)
-        usage = (
-            sum(len(t.prompt_ids) for tr in trajectories for t in tr.turns),
-            sum(len(t.completion_ids) for tr in trajectories for t in tr.turns),
-        )
-        extra = {"memories": [tr.memories for tr in trajectories], "turns": [len(tr.turns) for tr in trajectories]}
-        return [tr.answer for tr in trajectories], [tr.turns[-1].finished for tr in trajectories], usage, extra
-
-
-@contextmanager
-def _answer_budget(config: Any, budget: int | None):
-    """A request's ``max_tokens`` caps the answer turn for this request only (callers hold the service lock)."""
-    previous = config.max_answer_tokens
-    config.max_answer_tokens = budget or previous
-    try:
-        yield
-    finally:
-        config.max_answer_tokens = previous
+        responses = self.agent.respond(Request(question, document), generator, budget, n=req.n)
+        usage = (sum(r.usage[0] for r in responses), sum(r.usage[1] for r in responses))
+        extra = {"memories": [r.trace for r in responses], "turns": [len(r.trajectory.turns) for r in responses]}
+        return [r.answer for r in responses], [r.finished for r in responses], usage, extra
 
 
 def create_app(service: Service):
     """The FastAPI app over a ``Service``; every error, ours or the framework's, is an OpenAI-shaped JSON body."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -226,13 +212,13 @@ def build_service(recipe: str | None, overrides: list[str], model: str | None, m
     if mode not in MODES:
         raise UserError(f"--mode must be one of {', '.join(MODES)}, not '{mode}'")
     cfg = load_recipe(recipe, overrides)
-    label = model or cfg.model.name_or_path
-    path = resolve_model_path(label)
-    tokenizer = load_tokenizer(path)
-    agent = build_agent(cfg, tokenizer)
-    lm = inference_model(cfg, resolve_device(cfg.trainer.device), path, tokenizer, label)
-    served = name or label.rstrip("/").split("/")[-1]
-    return Service(served, mode, lm, tokenizer, agent, eval_sampling(cfg.eval), max_batch=cfg.eval.batch_size)
+    policy = load_policy(cfg, model)
+    problem = policy.agent.serve_problem() if mode == "agent" else None
+    if problem:
+        raise UserError(f"agent '{cfg.agent.name}' cannot serve requests: {problem}")
+    served = name or policy.model_cfg.name_or_path.rstrip("/").split("/")[-1]
+    lm = inference_model(cfg, policy)
+    return Service(served, mode, lm, policy.tokenizer, policy.agent, eval_sampling(cfg.eval), max_batch=cfg.eval.batch_size)
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -1,4 +1,9 @@
-"""``memfactory train``: recipe -> model, agent, env, rewards -> MemGRPOTrainer -> run directory."""
+"""``memfactory train``: recipe -> model, agent, env, rewards -> the agent's learner -> run directory.
+
+The learner is what the agent declares (``BaseAgent.learner_for``): ``grpo`` trains the LLM with ``MemGRPOTrainer``
+(``trainer/grpo.py``, settings from ``trainer/config.py``), ``reinforce`` trains the agent's own weights with the LLM
+frozen (``trainer/reinforce.py``). Both are wrapped by the same held-out evaluation before and after.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from memfactory_cli.config import RecipeConfig, load_recipe
+from memfactory_cli.config import RecipeConfig, load_recipe, to_container
 from memfactory_cli.errors import Interrupted, UserError
 from memfactory_cli.io import atomic_write_text, ensure_writable_dir
 from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
@@ -18,7 +23,7 @@ from memfactory_cli.rewards import build_reward_funcs
 from memfactory_cli.trainer.config import batch_layout, generation_fields, grpo_args, peft_config, world_size
 from memfactory_cli.trainer.vllm_sync import synced_engine
 from memfactory_cli.workflows import launch
-from memfactory_cli.workflows.common import build_agent, build_env, eval_generator
+from memfactory_cli.workflows.common import build_agent, build_env, eval_generator, load_policy
 from memfactory_cli.workflows.resume import prepare_run_dir
 
 
@@ -77,7 +82,7 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
     callbacks = [MetricsCallback(run_dir / "metrics.jsonl")]
     callbacks += [ProgressCallback()] if cfg.logging.progress else []
     callbacks += swanlab_callbacks(
-        cfg.logging.swanlab, cfg.logging.project, cfg.logging.experiment or run_dir.name, run_dir / "swanlog", _plain(cfg)
+        cfg.logging.swanlab, cfg.logging.project, cfg.logging.experiment or run_dir.name, run_dir / "swanlog", to_container(cfg)
     )
     trainer = MemGRPOTrainer(
         model=model,
@@ -118,20 +123,18 @@ def _evaluate(run: TrainingRun) -> dict[str, Any]:
 
 
 def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
-    """Train the recipe (from ``resume``: ``auto`` or a checkpoint folder); returns the run directory."""
-    from memfactory_cli.report import before_after_table
+    """Train the recipe (from ``resume``: ``auto`` or a checkpoint folder) with the agent's learner; returns the run
+    directory."""
     from memfactory_cli.workflows.check import run_checks
-    from memfactory_cli.workflows.evaluate import paired_delta
 
     cfg = load_recipe(recipe, overrides)
     report = run_checks(cfg, "train", resume=resume)
     if launch.is_main_process():
         print(report.summary())
-    own_loop = agent_training_loop(cfg)
-    if own_loop is not None:
+    if learner(cfg) == "reinforce":
         if resume is not None:
-            raise UserError(f"--resume is not supported by agent '{cfg.agent.name}' with its own training loop")
-        return own_loop(cfg)
+            raise UserError(f"--resume is not supported by agent '{cfg.agent.name}' (its learner is reinforce)")
+        return run_reinforce(cfg)
     if launch.should_launch(cfg):
         return launch.relaunch(cfg, recipe, overrides, resume)
     if resume == "auto" and report.checkpoint is None and launch.is_main_process():
@@ -146,38 +149,63 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
     final = save_final(training)
     if before is not None:  # every rank evaluates (sharded weights need all of them); rank 0 reports
         after = _evaluate(training)
-        deltas = {m: paired_delta(before["per_question"], after["per_question"], m) for m in before["metrics"]}
-        summary = {
-            "n": before["n"],
-            "train_seconds": train_seconds,
-            "before": before["metrics"],
-            "after": after["metrics"],
-            "delta": deltas,
-        }
         if launch.is_main_process():
-            before_after_table(before, after, deltas)
-            atomic_write_text(training.run_dir / "eval_before_after.json", json.dumps(summary, indent=2))
+            _report_before_after(training.run_dir, before, after, train_seconds)
     if launch.is_main_process():
         print(f"run directory: {training.run_dir}  (final model: {final})")
     return training.run_dir
 
 
-def agent_training_loop(cfg: RecipeConfig) -> Any:
-    """An agent whose learner is not GRPO on the LLM (RMM's linear reranker) names its own loop through
-    ``training_loop(agent_cfg) -> 'pkg.module:function' | None``; that function takes the recipe, returns the run dir."""
-    import importlib
+def learner(cfg: RecipeConfig) -> str:
+    """What trains this recipe's agent: ``grpo`` (``MemGRPOTrainer``) or ``reinforce`` (``ReinforceTrainer``)."""
+    return registry("agent").get(cfg.agent.name).learner_for(cfg.agent)
 
-    declare = getattr(registry("agent").get(cfg.agent.name), "training_loop", None)
-    path = declare(cfg.agent) if declare is not None else None
-    if path is None:
-        return None
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
+
+def run_reinforce(cfg: RecipeConfig) -> Path:
+    """``memfactory train`` for an agent whose own weights learn online with the LLM frozen (RMM's linear reranker)."""
+    from transformers import set_seed
+
+    from memfactory_cli.generation.base import HFGenerator
+    from memfactory_cli.trainer.reinforce import ReinforceTrainer
+    from memfactory_cli.workflows.common import training_sampling
+    from memfactory_cli.workflows.evaluate import evaluate_rows
+
+    env = build_env(cfg)
+    train_rows = env.rows("train")
+    eval_rows = env.rows("eval") if cfg.trainer.eval_before_after else []
+    policy = load_policy(cfg)
+    agent, tokenizer = policy.agent, policy.tokenizer
+    run_dir = ensure_writable_dir(Path(cfg.output.dir))
+    prepare_run_dir(run_dir, cfg, None)
+    set_seed(cfg.trainer.seed)
+    model = policy.load(frozen=True)
+    sampler = HFGenerator(model, tokenizer, training_sampling(cfg.generation), max_batch=cfg.eval.batch_size)
+    greedy = eval_generator(model, tokenizer, cfg.eval)
+    trainer = ReinforceTrainer(cfg, agent, env, train_rows, sampler, run_dir)
+    before = evaluate_rows(agent, env, eval_rows, greedy, batch_questions=cfg.eval.batch_size) if eval_rows else None
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+    final = trainer.save_final()
+    if before is not None:
+        after = evaluate_rows(agent, env, eval_rows, greedy, batch_questions=cfg.eval.batch_size)
+        _report_before_after(run_dir, before, after, train_seconds)
+    print(f"run directory: {run_dir}  (learned weights: {final})")
+    return run_dir
+
+
+def _report_before_after(run_dir: Path, before: dict[str, Any], after: dict[str, Any], train_seconds: float) -> None:
+    from memfactory_cli.report import before_after_table
+    from memfactory_cli.workflows.evaluate import before_after
+
+    summary = before_after(before, after, train_seconds)
+    before_after_table(before, after, summary["delta"])
+    atomic_write_text(run_dir / "eval_before_after.json", json.dumps(summary, indent=2))
 
 
 def _train(training: TrainingRun, recipe: str, overrides: list[str]) -> Interrupted | None:
     """``trainer.train()``, resumed when there is a checkpoint; SIGINT/SIGTERM save a checkpoint and stop."""
-    from memfactory_cli.trainer.callbacks import InterruptCallback
+    from memfactory_cli.trainer.callbacks import InterruptCallback, finish_swanlab
     from memfactory_cli.trainer.checkpoints import interrupt_guard
 
     trainer = training.trainer
@@ -187,7 +215,7 @@ def _train(training: TrainingRun, recipe: str, overrides: list[str]) -> Interrup
         try:
             trainer.train(resume_from_checkpoint=resume_from)
         finally:
-            _finish_swanlab(training.cfg.logging.swanlab)
+            finish_swanlab(training.cfg.logging.swanlab)
     if interrupt.checkpoint is None:
         return None
     command = shlex.join(["memfactory", "train", recipe, *overrides, "--resume", "auto"])
@@ -213,18 +241,3 @@ def _before_eval(training: TrainingRun) -> dict[str, Any] | None:
     if launch.is_main_process():
         atomic_write_text(path, json.dumps(kept))
     return kept
-
-
-def _plain(cfg: RecipeConfig) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(OmegaConf.structured(cfg))  # type: ignore[return-value]
-
-
-def _finish_swanlab(mode: str) -> None:
-    if mode == "disabled":
-        return
-    import swanlab
-
-    if swanlab.has_run():
-        swanlab.finish()

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from memfactory_cli.errors import UserError, did_you_mean
+from memfactory_cli.modules.text import after_thinking
 from memfactory_cli.rewards.base import completion_text
 from memfactory_cli.rewards.judge.backends import Backend, HFBackend, OpenAIBackend
 from memfactory_cli.rewards.judge.cache import VerdictCache, cache_key
 from memfactory_cli.rewards.judge.templates import MATCH_MODES, get_template
-from memfactory_cli.rewards.qa import extract_answer, strip_thinking
+from memfactory_cli.rewards.qa import extract_answer
 
 BACKENDS = ("openai", "hf")
 
@@ -145,7 +146,7 @@ class Judge:
                 continue
             prediction = extract_answer(completion)
             if prediction is None and not require_boxed:
-                prediction = strip_thinking(completion_text(completion))
+                prediction = after_thinking(completion_text(completion))
             prediction = " ".join((prediction or "").split())
             if not prediction:
                 scores[i] = 0.0

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from memfactory_cli.errors import UserError, did_you_mean
+from memfactory_cli.modules.text import after_thinking
 
 MATCH_MODES = {
     "any": "The predicted answer is correct if it agrees with any one of the reference answers.",
@@ -23,19 +24,15 @@ MATCH_MODES = {
 }
 
 
-def _after_thinking(text: str) -> str:
-    return text.rsplit("</think>", 1)[-1].strip()
-
-
 def parse_binary(text: str) -> bool | None:
     """``True`` / ``False`` (any case, optionally quoted, bolded or followed by a full stop), nothing else."""
-    word = _after_thinking(text).strip("`*\"' \n").removesuffix(".").lower()
+    word = after_thinking(text).strip("`*\"' \n").removesuffix(".").lower()
     return {"true": True, "false": False}.get(word)
 
 
 def _json_values(text: str, key: str) -> set[str]:
     """The distinct values (as JSON text) of ``key`` over every JSON object embedded in the reply."""
-    body = _after_thinking(text)
+    body = after_thinking(text)
     decoder = json.JSONDecoder()
     values = set()
     start = body.find("{")
