@@ -16,6 +16,7 @@ GOALS = {
     "scaling": "exponent <= 1.05",
     "overhead": "ratio <= 1.10",
     "logprobs": "ratio <= 0.5",
+    "vllm": "ratio >= 3",
 }
 EXTRA = ("baseline_exponent=",)
 
