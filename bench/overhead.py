@@ -28,7 +28,7 @@ from pathlib import Path
 import _common  # noqa: F401  (sets the offline environment)
 from transformers import TrainerCallback
 
-from memfactory_cli.agents.base import Episode, Trajectory, Turn
+from memfactory_cli.agents.base import BaseAgent, Episode, Trajectory, Turn
 
 QUESTIONS, G, COMPLETION, REPEATS = 8, 4, 24, 7
 
@@ -40,13 +40,18 @@ def length_reward(prompts, completions, **kwargs):
     return [len(completion_text(c)) / 10.0 for c in completions]
 
 
-class OneTurnAgent:
+class OneTurnAgent(BaseAgent):
     """Answers in one turn from the chat prompt, tokenised exactly as TRL does it (``trainer._tokenize_prompts``)."""
 
-    max_completion_tokens = COMPLETION
+    name = "one_turn"
 
     def __init__(self, tokenize):
+        super().__init__(None)
         self.tokenize = tokenize
+
+    @property
+    def max_completion_tokens(self) -> int:
+        return COMPLETION
 
     def episodes(self, rows):
         ids, _, _ = self.tokenize([r["prompt"] for r in rows])

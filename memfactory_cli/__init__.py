@@ -2,7 +2,7 @@
 
 Layers, imported strictly downwards (checked by ``tests/test_layers.py``)::
 
-    cli -> workflows -> trainer -> agents -> envs, rewards -> generation -> modules -> models, data -> config, registry
+    cli -> workflows -> trainer -> agents -> envs, rewards, report -> generation -> modules -> models, data -> config, registry
 """
 
 __version__ = "0.1.0"

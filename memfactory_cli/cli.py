@@ -53,7 +53,7 @@ def infer(
     reference: list[str] | None = typer.Option(None, "--reference", help="A reference answer (repeatable): adds scores."),
     html: str | None = typer.Option(None, "--html", help="Also write a self-contained HTML memory-trace viewer here."),
     from_results: str | None = typer.Option(
-        None, "--from", help="Render the rows of a results.jsonl (from `memfactory eval`) to --html; runs no model."
+        None, "--from", help="Render the rows of a results.jsonl (`memfactory eval`) or a run's rollouts.jsonl (`memfactory train`) to --html; runs no model."
     ),
     set_names: list[str] | None = typer.Option(None, "--set", help="With --from: only rows of these sets."),
     limit: int | None = typer.Option(None, "--limit", help="With --from: only the first N rows."),

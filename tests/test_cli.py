@@ -75,6 +75,9 @@ def test_tiny_recipe_trains_through_the_cli(tmp_path):
     assert (out / "config.yaml").exists() and (out / "final" / "config.json").exists()
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
     assert (out / "swanlog").is_dir()
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    traces = [p.read_text() for p in (out / "swanlog").rglob("media/text/*.txt")]  # SwanLab's offline dashboard text
+    assert len(traces) == 2 * 2 and all("--- chunk 1/" in t and "--- memory after chunk 1/" in t for t in traces)
 
 
 def test_infer_prints_memory_after_each_chunk(tmp_path):

@@ -294,11 +294,13 @@ def test_eval_command_writes_every_output_offline(tmp_path):
     rows = _rows(out / "results.jsonl")
     assert len(rows) == 8 and len(_keys(rows)) == 8
     assert all(r["memories"] and "answer" in r and set(r["scores"]) for r in rows)
+    assert all(r["chunks"] and len(r["chunks"]) == len(r["memories"]) for r in rows)  # the chunk each memory read
     entries = json.loads((out / "summary.json").read_text())
     assert [(e["set"], e["n"], e["k"], e["model"]) for e in entries] == [("eval_fwe_1024", 2, 2, "tiny-qwen3"), ("synth_eval", 2, 2, "tiny-qwen3")]
     assert set(entries[0]["metrics"]) == {"string_match_all"} and set(entries[1]["metrics"]) == {"em", "sub_em", "f1"}
     assert all(set(stats) == {"mean", "stderr"} for e in entries for stats in e["metrics"].values())
-    assert "| tiny-qwen3 |" in (out / "summary.md").read_text()
+    assert "| tiny-qwen3 |" in (out / "summary.md").read_text() and "## Answer retention" in (out / "summary.md").read_text()
+    assert all(e["retention"]["trajectories"] == 4 for e in entries)  # n x k trajectories, each with its chunks
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "avg@2" in result.stdout
 
@@ -306,7 +308,7 @@ def test_eval_command_writes_every_output_offline(tmp_path):
     result = memfactory("infer", "--from", str(out / "results.jsonl"), "--html", str(html), "--set", "synth_eval", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     page = html.read_text()
-    assert page.count("<details") == 4 and "memory after chunk 1/" in page and "sub_em" in page
+    assert page.count("<details class='traj'") == 4 and "memory after chunk 1/" in page and "sub_em" in page
 
 
 @pytest.mark.parametrize(

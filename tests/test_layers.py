@@ -1,19 +1,19 @@
 """The package's structure: imports point one way, no import circles, no private names across files, and every
 module that registers something is one the registry loads.
 
-Layers: cli -> workflows -> trainer -> agents -> envs/rewards -> generation -> modules -> models/data -> config.
+Layers: cli -> workflows -> trainer -> agents -> envs/rewards/report -> generation -> modules -> models/data -> config.
 """
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "memfactory_cli"
-RANK = {"__main__": -1, "cli": 0, "workflows": 1, "trainer": 2, "agents": 3, "envs": 4, "rewards": 4, "generation": 5, "modules": 6, "models": 7, "data": 7, "config": 8}
+RANK = {"__main__": -1, "cli": 0, "workflows": 1, "trainer": 2, "agents": 3, "envs": 4, "rewards": 4, "report": 4, "generation": 5, "modules": 6, "models": 7, "data": 7, "config": 8}
 
 
 def layer(module: str) -> int:
     top = module.split(".")[0]
-    return RANK.get(top, 9)  # errors, registry, io, report: the bottom
+    return RANK.get(top, 9)  # errors, registry, io: the bottom
 
 
 def _modules() -> dict[str, ast.Module]:

@@ -67,3 +67,13 @@ def test_unknown_slot_and_module_are_clear_errors(tokenizer):
         MemAgent(tokenizer, {"memory": {"name": "recurent_memory"}})
     with pytest.raises(UserError, match=r"unknown key 'agent.modules.memory.chunk_sise'.*chunk_size"):
         MemAgent(tokenizer, {"memory": {"name": "recurrent_memory", "chunk_sise": 3}})
+
+
+def test_chunks_are_the_decoded_chunks_each_memory_step_read(tokenizer, model, rows):
+    agent = MemAgent(tokenizer, MODULES)
+    trajectories = agent.rollout(agent.episodes(rows), HFGenerator(model, tokenizer, SamplingParams(do_sample=False)))
+    for traj in trajectories:
+        ids = agent.memory.chunks(traj.episode.context_ids)
+        assert traj.chunks == [tokenizer.decode(c, skip_special_tokens=True).strip() for c in ids]
+        assert len(traj.chunks) == len(traj.memories) == len(traj.turns) - 1
+        assert traj.to_record()["chunks"] == traj.chunks

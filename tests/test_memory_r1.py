@@ -178,6 +178,11 @@ def test_different_plans_on_one_state_get_different_outcome_rewards(tokenizer):
     assert (trajectories[0].turns[0].kind, trajectories[0].turns[0].trainable) == ("memory_ops", True)
     metrics = agent.rollout_metrics(trajectories)
     assert metrics["ops/invalid_rate"] == 0.25 and metrics["ops/add_rate"] == 0.0
+    # retention: the turn showed "Lisbon"; only the right edit leaves it in the bank after the operations
+    from memfactory_cli.report.retention import retention
+
+    assert trajectories[0].chunks == ["Alice: My home city is Lisbon"]
+    assert [retention(t.to_record()).final for t in trajectories] == [True, False, False, False]
     assert metrics["ops/update_rate"] == metrics["ops/delete_rate"] == metrics["ops/noop_rate"] == pytest.approx(1 / 3)
 
 

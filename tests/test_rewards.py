@@ -73,3 +73,26 @@ def test_reward_specs_bind_args_and_reject_unknown_ones():
     assert funcs[0](None, ["\\boxed{x}"], context=["no"]) == [0.0]
     with pytest.raises(UserError, match="takes no such argument"):
         build_reward_funcs([RewardSpec(name="format", args={"groundd": True})])
+
+
+def test_reference_spans_are_raw_spans_of_normalised_whole_word_matches():
+    from memfactory_cli.rewards.qa import holds_reference, reference_spans
+
+    text = "She said: the Eiffel-Tower, in PARIS! Not Parisian."
+    assert [text[a:b] for a, b in reference_spans(text, ["eiffeltower", "Paris"])] == ["Eiffel-Tower", "PARIS"]
+    assert [text[a:b] for a, b in reference_spans(text, ["in Paris"])] == ["in PARIS"]
+    assert reference_spans(text, ["the"]) == [] and reference_spans(text, [""]) == []
+    assert holds_reference("moved to Lisbon.", ["lisbon"]) and not holds_reference("Lisbonite", ["Lisbon"])
+
+
+def test_holds_reference_is_reference_spans_found():
+    import random
+
+    from memfactory_cli.rewards.qa import holds_reference, reference_spans
+
+    rng = random.Random(0)
+    pieces = ["Lisbon", "lisbon.", "the", "A", "Lis", "bon", "New", "York", "new-york", "(York)", "an", "x"]
+    for _ in range(400):
+        text = " ".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        refs = [" ".join(rng.choice(pieces) for _ in range(rng.randint(1, 2))) for _ in range(rng.randint(1, 2))]
+        assert holds_reference(text, refs) == bool(reference_spans(text, refs)), (text, refs)

@@ -37,6 +37,7 @@ def test_linear_variant_two_steps_saves_a_loadable_reranker(tmp_path):
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2]
     assert {"reranker/reward", "reranker/updates", "retrieval/recall@k", "retrieval/recall@m", "bank/size"} <= set(lines[0])
+    assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # its own loop draws the curves too
     state = torch.load(run_dir / "final" / "reranker.pt", weights_only=True)
     assert state["dim"] == 384 and state["w_q"].shape == (384, 384)
     assert not (run_dir / "final" / "model.safetensors").exists()  # the LLM is frozen: nothing of it is saved

@@ -92,6 +92,7 @@ def test_training_run_writes_metrics_rollouts_and_a_loadable_final(tmp_path):
     out = tmp_path / "run"
     overrides = tiny_overrides(out, **{"trainer.max_steps": "2", "rewards": "[{name: 'tests.helpers:length_reward'}]"})
     run = train.build(load_recipe(None, overrides))
+    assert run.trainer.rollout_sink.mirrors == []  # logging.swanlab=disabled: no SwanLab trace mirror either
     run.trainer.train()
     final = train.save_final(run)
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -99,8 +100,12 @@ def test_training_run_writes_metrics_rollouts_and_a_loadable_final(tmp_path):
     required = {"step", "reward/mean", "reward/std", "loss", "rows", "trajectories", "turns/mean", "time/generate_s", "time/update_s"}
     assert required <= set(lines[0])
     assert lines[0]["rows"] > lines[0]["trajectories"] == 4
+    assert {"retention/final", "retention/seen"} <= set(lines[0])  # None when no document showed its answer
+    assert lines[0]["retention/seen"] is not None
     rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
-    assert rollouts and {"memories", "answer", "reward", "step"} <= set(rollouts[0])
+    assert rollouts and {"chunks", "memories", "answer", "reward", "step"} <= set(rollouts[0])
+    assert len(rollouts[0]["chunks"]) == len(rollouts[0]["memories"]) > 0
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # drawn at each logged step
     assert load_recipe(out / "config.yaml") == run.cfg
     reloaded = AutoModelForCausalLM.from_pretrained(final).state_dict()
     trained = run.trainer.model.state_dict()
@@ -209,3 +214,15 @@ def test_skipping_zero_advantage_rows_leaves_the_gradient_unchanged(tmp_path):
 def test_kl_keeps_zero_advantage_rows(tmp_path):
     run = _build(tmp_path, **{"trainer.beta": "0.04"})
     assert not run.trainer.skips_zero_advantage_rows
+
+
+def test_before_after_eval_reports_retention(tmp_path, capsys):
+    out = tmp_path / "run"
+    overrides = tiny_overrides(out, **{"trainer.eval_before_after": "true", "rewards": "[{name: 'tests.helpers:length_reward'}]"})
+    train.run(None, overrides)
+    summary = json.loads((out / "eval_before_after.json").read_text())
+    before, after = summary["retention"]["before"], summary["retention"]["after"]
+    assert before["trajectories"] == after["trajectories"] == 4  # data.synth.n_eval questions, one greedy sample each
+    assert {"final", "seen", "per_chunk", "first_seen"} <= set(before)
+    assert "retention (final)" in capsys.readouterr().out  # the before/after table
+    assert json.loads((out / "eval_before.json").read_text())["retention"] == before

@@ -54,6 +54,7 @@ class Trajectory:
     episode: Episode
     turns: list[Turn] = field(default_factory=list)
     memories: list[str] = field(default_factory=list)  # the memory after each chunk
+    chunks: list[str] = field(default_factory=list)  # the text each memory step read (report.retention pairs them)
     rewards: dict[str, float | None] = field(default_factory=dict)
     reward: float | None = None
     extras: dict[str, Any] = field(default_factory=dict)  # per-trajectory fields handed to reward functions as kwargs
@@ -68,11 +69,12 @@ class Trajectory:
         return all(t.finished for t in self.turns if t.kind == "memory_update")
 
     def to_record(self) -> dict[str, Any]:
-        """A JSON-ready view: question, references, memory trace, answer and rewards."""
+        """A JSON-ready view: question, references, chunks read, memory trace, answer and rewards."""
         return {
             "id": self.episode.id,
             "question": self.episode.row["question"],
             "answers": self.episode.row["answers"],
+            "chunks": self.chunks,
             "memories": self.memories,
             "answer": self.answer,
             "turns": len(self.turns),

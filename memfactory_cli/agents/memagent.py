@@ -84,15 +84,18 @@ class MemAgent(BaseAgent):
         completions = generator.generate(prompts, m.config.max_answer_tokens)
         for traj, prompt, completion in zip(trajectories, prompts, completions):
             traj.turns.append(Turn("answer", prompt, completion, m.finished(completion)))
-        self._decode(trajectories, memory_trace)
+        self._decode(trajectories, memory_trace, chunks)
         return trajectories
 
-    def _decode(self, trajectories: list[Trajectory], memory_trace: list[list[list[int]]]) -> None:
-        """Fill turn texts and the memory trace with one batched decode."""
+    def _decode(self, trajectories: list[Trajectory], memory_trace: list[list[list[int]]], chunks: list[list[list[int]]]) -> None:
+        """Fill turn texts, the memory trace and the chunks read with one batched decode."""
         seqs = [t.completion_ids for traj in trajectories for t in traj.turns] + [m for trace in memory_trace for m in trace]
+        seqs += [c for per_doc in chunks for c in per_doc]
         texts = iter(self.tokenizer.batch_decode(seqs, skip_special_tokens=True))
         for traj in trajectories:
             for turn in traj.turns:
                 turn.text = next(texts).strip()
         for traj, trace in zip(trajectories, memory_trace):
             traj.memories = [next(texts).strip() for _ in trace]
+        for traj, per_doc in zip(trajectories, chunks):
+            traj.chunks = [next(texts).strip() for _ in per_doc]

@@ -312,7 +312,7 @@ class MemoryR1Agent(BaseAgent):
             owners.append(keys)
         replies = dict(zip(asks, self.answer(frozen, list(asks.values()))))
         trajectories = []
-        for e, m, keys, (prompt, completion, text, plan, bank) in zip(episodes, metas, owners, results):
+        for e, m, turn, keys, (prompt, completion, text, plan, bank) in zip(episodes, metas, turns, owners, results):
             scores = [answer_scores(final_answer(replies[k][2])[0], q["answers"]) for k, q in zip(keys, m["qa"])]
             counts = {op: sum(o.event == op for o in plan.ops) for op in OPS}
             finished = bool(completion) and completion[-1] in stop_ids(policy.tokenizer)
@@ -321,6 +321,7 @@ class MemoryR1Agent(BaseAgent):
                     episode=e,
                     turns=[Turn("memory_ops", prompt, completion, finished, text=text.strip())],
                     memories=[f"[{x.id}] {x.text}" for x in bank.entries],
+                    chunks=[f"{turn['speaker']}: {turn['text']}"],  # retention: is the turn's fact in the bank after the ops
                     extras={"mr1_outcome": _mean_scores(scores), "mr1_format": plan.valid, "mr1_ops": counts, "mr1_bank_size": len(bank)},
                 )
             )

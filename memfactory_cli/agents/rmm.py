@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from memfactory_cli.agents.base import BaseAgent, Episode, Trajectory, Turn
+from memfactory_cli.agents.base import BaseAgent, Episode, Learner, Trajectory, Turn
 from memfactory_cli.data.dialogues import from_conversation_row, gold_turns
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import Generator
@@ -139,7 +139,7 @@ class RMMAgent(BaseAgent):
         self.stop_ids = stop_ids(tokenizer)
 
     @classmethod
-    def learner_for(cls, agent_cfg: Any):
+    def learner_for(cls, agent_cfg: Any) -> Learner:
         return "grpo" if agent_cfg.reranker == "llm" else "reinforce"
 
     def _require_embeddings(self) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from memfactory_cli.report.retention import describe as describe_retention
+
 # The headline metric of a set: the judge when there is one (MemFactory's choice), RULER's score for RULER sets,
 # else sub-EM (what MemAgent's published accuracies are, inferred).
 PRIMARY_ORDER = ("judge", "string_match_all", "sub_em", "f1", "em")
@@ -45,6 +47,22 @@ def comparison(entries: list[dict[str, Any]]) -> tuple[list[str], list[list[str]
     return header, rows
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _retention_row(entry: dict[str, Any]) -> list[str]:
+    r = entry["retention"]
+    return [
+        entry["set"],
+        entry["model"],
+        _share(r["final"]),
+        f"{r['seen']} / {r['trajectories']}",
+        ", ".join(f"{p['chunk']}: {p['n']}" for p in r["first_seen"]) or "-",
+        ", ".join(f"{p['chunk']}: {_share(p['held'])}" for p in r["per_chunk"]) or "-",
+    ]
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -76,6 +94,14 @@ def to_markdown(entries: list[dict[str, Any]]) -> str:
     ]
     if grouped:
         parts += ["## By group", _table(["set", "model", "group", "metric", "avg@k ± stderr", "n"], grouped)]
+    retained = [e for e in entries if e.get("retention")]
+    if retained:
+        parts += [
+            "## Answer retention",
+            "Of the trajectories whose document showed a reference answer (normalised, whole words), the share whose "
+            "memory still holds one: at the end (final) and after each chunk k, counting those that had seen it by k.",
+            _table(["set", "model", "final", "seen / trajectories", "first seen (chunk: n)", "held after chunk k"], [_retention_row(e) for e in retained]),
+        ]
     sampling = entries[0].get("sampling")
     if sampling:
         parts.append("Sampling: " + ", ".join(f"{key}={value}" for key, value in sampling.items()))
@@ -95,6 +121,11 @@ def before_after_table(before: dict[str, Any], after: dict[str, Any], deltas: di
         table.add_row(
             m, f"{b['mean']:.3f} ± {b['stderr']:.3f}", f"{a['mean']:.3f} ± {a['stderr']:.3f}", f"{d['mean']:+.3f} ± {d['stderr']:.3f}"
         )
+    rb, ra = before.get("retention"), after.get("retention")
+    if rb or ra:  # answer retention (report.retention): seen answers still in the final memory
+        finals = [None if r is None else r["final"] for r in (rb, ra)]
+        change = "-" if None in finals else f"{finals[1] - finals[0]:+.3f} (unpaired)"
+        table.add_row("retention (final)", describe_retention(rb), describe_retention(ra), change)
     console = Console()
     console.print(table)
     with console.capture() as cap:

@@ -16,12 +16,54 @@ from memfactory_cli.registry import register
 from memfactory_cli.rewards.base import completion_text
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = set(string.punctuation)
+_DROP_PUNCT = str.maketrans("", "", string.punctuation)
 
 
 def normalize_answer(text: str) -> str:
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCT)
+    text = text.lower().translate(_DROP_PUNCT)
     return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+_WORD = re.compile(r"\S+")
+
+
+def reference_spans(text: str, references: list[str]) -> list[tuple[int, int]]:
+    """Character spans of ``text`` where a reference occurs after normalisation, as whole normalised words.
+
+    ``normalize_answer`` works word by word (it never joins or splits whitespace-separated words, except that an
+    article or pure punctuation vanishes), so normalising each word of ``text`` on its own gives the same word
+    sequence as normalising the whole text, and a match there maps back to the raw words it came from (without the
+    punctuation around them). Whole words: "Paris" is in "I moved to Paris." but not in "Parisian". Sorted,
+    overlapping spans merged.
+    """
+    words: list[tuple[str, int, int]] = []
+    punct = string.punctuation
+    for m in _WORD.finditer(text):
+        raw = m.group()
+        core = raw.strip(punct) or raw  # the span leaves out punctuation around the word: "Lisbon." marks "Lisbon"
+        start = m.start() + (len(raw) - len(raw.lstrip(punct)) if core is not raw else 0)
+        words += [(w, start, start + len(core)) for w in normalize_answer(raw).split()]
+    tokens = [w for w, _, _ in words]
+    spans = []
+    for ref in references:
+        target = normalize_answer(str(ref)).split()
+        n = len(target)
+        if n:
+            spans += [(words[i][1], words[i + n - 1][2]) for i in range(len(tokens) - n + 1) if tokens[i : i + n] == target]
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def holds_reference(text: str, references: list[str]) -> bool:
+    """Whether any reference occurs in ``text``: the match of :func:`reference_spans`, found on the normalised text
+    as a whole (no spans to map back), which is what retention needs for every chunk and memory of a run."""
+    padded = f" {normalize_answer(text)} "
+    return any((g := normalize_answer(str(r))) and f" {g} " in padded for r in references)
 
 
 def last_boxed(text: str) -> str | None:

@@ -1,7 +1,8 @@
-"""What a run leaves behind and shows: metrics.jsonl, rollouts.jsonl, SwanLab, the progress bar, final/.
+"""What a run leaves behind and shows: metrics.jsonl, rollouts.jsonl, curves.png, SwanLab (metrics and memory
+traces as text), the progress bar, final/.
 
-Switched-off outputs are null objects (``NullSink``, no SwanLab callback), so the training code never branches on
-logging settings.
+Switched-off outputs are null objects (``NullSink``, no SwanLab callback, no trace mirror), so the training code
+never branches on logging settings.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from transformers import TrainerCallback
 from memfactory_cli.config import to_container
 from memfactory_cli.config.schema import LoggingConfig, RecipeConfig
 from memfactory_cli.errors import UserError
-from memfactory_cli.io import append_jsonl
+from memfactory_cli.io import append_jsonl, read_jsonl
 
 RENAMES = {"reward": "reward/mean", "reward_std": "reward/std"}
 
@@ -35,18 +38,38 @@ class JsonlSink:
 
 
 class RolloutSink:
-    """Writes ``samples`` trajectories per step (question, memory after each chunk, answer, rewards)."""
+    """Writes ``samples`` trajectories per step (question, chunks read, memory after each, answer, rewards), and
+    hands the same records to each mirror (``SwanLabTraces``)."""
 
-    def __init__(self, path: Path, samples: int, seed: int = 0):
+    def __init__(self, path: Path, samples: int, seed: int = 0, mirrors: list[Any] | None = None):
         self.sink = JsonlSink(path)
         self.samples = samples
         self.seed = seed
+        self.mirrors = list(mirrors or [])
 
     def write(self, step: int, trajectories: list[Any]) -> None:
         rng = random.Random(self.seed * 1_000_003 + step)  # seeded per step: a resumed run picks the same samples
         picked = rng.sample(range(len(trajectories)), min(self.samples, len(trajectories)))
-        for i in sorted(picked):
-            self.sink.append({"step": step, "slot": i, **trajectories[i].to_record()})
+        records = [{"step": step, "slot": i, **trajectories[i].to_record()} for i in sorted(picked)]
+        for record in records:
+            self.sink.append(record)
+        for mirror in self.mirrors:
+            mirror.write(step, records)
+
+
+class SwanLabTraces:
+    """The sampled memory traces as ``swanlab.Text`` (``report.trace_text``), one per trajectory under
+    ``memory_traces``, so SwanLab's dashboard shows them beside the charts. Logs only while a SwanLab run is open
+    (the SwanLab callback opens it at train begin)."""
+
+    def write(self, step: int, records: list[dict[str, Any]]) -> None:
+        import swanlab
+
+        from memfactory_cli.report import trace_text
+
+        if records and swanlab.has_run():
+            texts = [swanlab.Text(trace_text(r), caption=f"step {step} · slot {r['slot']} · question {r.get('id')}") for r in records]
+            swanlab.log({"memory_traces": texts}, step=step)
 
 
 class NullSink:
@@ -69,6 +92,56 @@ class MetricsCallback(TrainerCallback):
                 value = None
             record[RENAMES.get(key, key)] = value
         self.sink.append(record)
+
+
+class Curves:
+    """``curves.png`` redrawn from ``metrics.jsonl`` (so a resumed run's picture has its earlier steps too). A
+    plotting error is one warning line on stderr (once per distinct error), never the end of the run.
+
+    A redraw takes about 0.6 s of the main process. So that it never costs a fast run more than ``budget`` of its
+    time, a redraw is skipped while less than ``last draw time / budget`` has passed since the last one (at 5%: 12 s
+    after a 0.6 s draw); ``draw(force=True)`` (the end of training) always draws.
+    """
+
+    def __init__(self, metrics: Path, png: Path, budget: float = 0.05, clock: Callable[[], float] = time.monotonic):
+        self.metrics = metrics
+        self.png = png
+        self.budget = budget
+        self.clock = clock
+        self.next_at = -math.inf
+        self.warned: set[str] = set()
+
+    def draw(self, force: bool = False) -> None:
+        from memfactory_cli.report.curves import plot_curves
+
+        start = self.clock()
+        if not force and start < self.next_at:
+            return
+        try:
+            plot_curves(read_jsonl(self.metrics, torn_tail="drop") if self.metrics.is_file() else [], self.png)
+        except Exception as exc:  # noqa: BLE001 - the picture is a convenience; training goes on
+            message = f"{type(exc).__name__}: {exc}"
+            if message not in self.warned:
+                self.warned.add(message)
+                print(f"warning: could not draw {self.png}: {message}", file=sys.stderr)
+        end = self.clock()
+        self.next_at = end + (end - start) / self.budget
+
+
+class CurvesCallback(TrainerCallback):
+    """:class:`Curves` at every logged step (within its time budget) and at the end, on the main process. Must
+    come after ``MetricsCallback``, whose line it draws."""
+
+    def __init__(self, metrics: Path, png: Path):
+        self.curves = Curves(metrics, png)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs and "loss" in logs:
+            self.curves.draw()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.curves.draw(force=True)
 
 
 class ProgressCallback(TrainerCallback):

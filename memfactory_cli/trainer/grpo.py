@@ -34,6 +34,7 @@ from trl.trainer.utils import use_adapter
 from memfactory_cli.agents.base import Trajectory
 from memfactory_cli.generation.base import CACHE_KWARG, prefill_cache
 from memfactory_cli.io import replace_dir
+from memfactory_cli.report import retention
 from memfactory_cli.trainer.checkpoints import EpochSeededSampler, staging_dir
 from memfactory_cli.trainer.trl_patches import lean_cpu_logprob_tiles, score_only_completion_positions
 from memfactory_cli.trainer.vllm_sync import adopt_cpu_weight_sync, cpu_engine_settings
@@ -336,11 +337,20 @@ class MemGRPOTrainer(GRPOTrainer):
             gathered = self.accelerator.gather(torch.tensor(values, dtype=torch.float64, device=device))
             for name, value in zip(names, gathered.view(-1, len(names)).mean(0).tolist()):
                 metrics[name].append(value)
+        for name, value in self._retention_metrics(trajs).items():
+            metrics[name].append(value)
         for phase in PHASES:
             metrics[f"time/{phase}_s"].append(self._phase_seconds[phase])
             self._phase_seconds[phase] = 0.0
         if self.accelerator.is_main_process:
             self.rollout_sink.write(self.state.global_step + 1, trajs)
+
+    def _retention_metrics(self, trajectories: list[Trajectory]) -> dict[str, float]:
+        """This step's answer retention (``report.retention``) pooled over processes; {} for agents without it."""
+        from accelerate.utils import gather_object
+
+        parts = gather_object([retention.counts([t.to_record() for t in trajectories])])
+        return retention.as_metrics(retention.summarise(retention.merge(parts)))
 
     # -- checkpoints ------------------------------------------------------------------------------------------
     def at_generation_boundary(self) -> bool:

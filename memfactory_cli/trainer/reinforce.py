@@ -4,9 +4,10 @@ reranker, ``learner = "reinforce"``), beside ``MemGRPOTrainer`` for the agents G
 This is not GRPO: the only weights that learn are the agent's (the reranker's two d x d maps). Each step rolls out
 ``trainer.questions_per_step`` questions with the frozen LLM sampling at ``generation.temperature`` and hands the
 trajectories to ``agent.learn`` (REINFORCE from citations, an optimizer step every ``agent.options.batch_size``
-questions). Like the GRPO run it writes ``metrics.jsonl`` (one line per step), ``rollouts.jsonl``
-(``logging.rollout_samples`` per step), SwanLab (offline by default), ``checkpoint-N/`` every ``trainer.save_steps``
-and ``final/``; ``memfactory train`` (``workflows/train.py``) wraps it with the same before/after evaluation.
+questions). Like the GRPO run it writes ``metrics.jsonl`` (one line per step), ``curves.png``, ``rollouts.jsonl``
+(``logging.rollout_samples`` per step, also as SwanLab text), SwanLab (offline by default), ``checkpoint-N/`` every
+``trainer.save_steps`` and ``final/``; ``memfactory train`` (``workflows/train.py``) wraps it with the same
+before/after evaluation.
 
 The agent provides ``learn(trajectories) -> metrics``, ``save(folder) -> path``, ``finish_learning()`` and a
 ``training`` flag (sampled selection while training, deterministic in eval).
@@ -25,7 +26,7 @@ from memfactory_cli.config.schema import RecipeConfig
 from memfactory_cli.envs.base import Env
 from memfactory_cli.generation.base import Generator
 from memfactory_cli.io import atomic_dir, atomic_write_text
-from memfactory_cli.trainer.callbacks import JsonlSink, NullSink, RolloutSink, swanlab_run
+from memfactory_cli.trainer.callbacks import Curves, JsonlSink, NullSink, RolloutSink, SwanLabTraces, swanlab_run
 
 
 def question_batches(n_rows: int, size: int, seed: int) -> Iterator[list[int]]:
@@ -49,8 +50,9 @@ class ReinforceTrainer:
     ):
         self.cfg, self.agent, self.env, self.rows, self.sampler, self.run_dir = cfg, agent, env, train_rows, sampler, run_dir
         self.metrics = JsonlSink(run_dir / "metrics.jsonl")
-        samples = cfg.logging.rollout_samples
-        self.rollouts = RolloutSink(run_dir / "rollouts.jsonl", samples, cfg.trainer.seed) if samples > 0 else NullSink()
+        self.curves = Curves(run_dir / "metrics.jsonl", run_dir / "curves.png")
+        samples, mirrors = cfg.logging.rollout_samples, [SwanLabTraces()] if cfg.logging.swanlab != "disabled" else []
+        self.rollouts = RolloutSink(run_dir / "rollouts.jsonl", samples, cfg.trainer.seed, mirrors) if samples > 0 else NullSink()
 
     def step(self, step: int, indices: list[int]) -> dict[str, Any]:
         """One rollout and the agent's update; returns the step's metrics line."""
@@ -79,6 +81,7 @@ class ReinforceTrainer:
             for step in range(1, t.max_steps + 1):
                 line = self.step(step, next(batches))
                 self.metrics.append(line)
+                self.curves.draw()
                 if tracker is not None:
                     tracker.log({k: v for k, v in line.items() if k != "step"}, step=step)
                 if logging.progress:
@@ -90,6 +93,7 @@ class ReinforceTrainer:
         finally:
             if tracker is not None:
                 tracker.finish()
+        self.curves.draw(force=True)
         self.agent.finish_learning()  # a partial batch is stepped too: no gradient is dropped
         self.agent.training = False
 

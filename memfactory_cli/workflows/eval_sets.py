@@ -22,6 +22,7 @@ from memfactory_cli.data.sources import NeedsTokenizer, load_rows, set_source
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import SamplingParams
 from memfactory_cli.io import append_jsonl, atomic_write_text, cut_torn_tail, ensure_writable_dir, read_jsonl
+from memfactory_cli.report.retention import summarise_records
 from memfactory_cli.workflows.common import build_env, inference_model, load_policy, make_generator
 from memfactory_cli.workflows.evaluate import rollout_pairs, summarise, summarise_groups
 
@@ -153,6 +154,7 @@ def evaluate_set(
     _, summary = summarise(done, metrics, len(rows), k)
     group_by = env.group_by  # e.g. LoCoMo's category: every metric per group too
     groups = {"by": group_by, "groups": summarise_groups(done, rows, metrics, k, group_by)} if group_by else None
+    retention = summarise_records(done)
     return {
         "set": set_name,
         "n": len(rows),
@@ -164,6 +166,7 @@ def evaluate_set(
         "sampling": dataclasses.asdict(generator.sampling),
         "judge": _judge_identity(cfg.eval.judge),
         **({"by_group": groups} if groups else {}),
+        **({"retention": retention} if retention else {}),
     }
 
 

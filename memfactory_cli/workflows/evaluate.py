@@ -13,6 +13,7 @@ from memfactory_cli.agents.base import BaseAgent
 from memfactory_cli.envs.base import Env
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.base import Generator
+from memfactory_cli.report.retention import summarise_records
 
 
 def mean_stderr(values: list[float]) -> dict[str, float]:
@@ -102,14 +103,15 @@ def summarise_groups(
 def evaluate_rows(
     agent: BaseAgent, env: Env, rows: list[dict[str, Any]], generator: Generator, k: int = 1, batch_questions: int = 64
 ) -> dict[str, Any]:
-    """Roll out ``k`` samples of every row and score them; returns per-question scores, records and the summary."""
+    """Roll out ``k`` samples of every row and score them; returns per-question scores, records, the summary and the
+    answer retention (``report.retention``; None for agents that read no chunks)."""
     if k < 1:
         raise UserError(f"eval k must be >= 1, got {k}")
     metrics = env.metric_names(rows)
     pairs = [(q, s) for q in range(len(rows)) for s in range(k)]
     records = [r for batch in rollout_pairs(agent, env, rows, generator, pairs, metrics, batch_questions * k) for r in batch]
     per_question, summary = summarise(records, metrics, len(rows), k)
-    out = {"n": len(rows), "k": k, "metrics": summary, "per_question": per_question, "records": records}
+    out = {"n": len(rows), "k": k, "metrics": summary, "per_question": per_question, "records": records, "retention": summarise_records(records)}
     if env.group_by:
         out["by_group"] = {"by": env.group_by, "groups": summarise_groups(records, rows, metrics, k, env.group_by)}
     return out
@@ -123,7 +125,8 @@ def paired_delta(before: list[dict[str, float]], after: list[dict[str, float]], 
 
 
 def before_after(before: dict[str, Any], after: dict[str, Any], train_seconds: float) -> dict[str, Any]:
-    """The ``eval_before_after.json`` of a training run: both summaries, the paired deltas, per group when grouped."""
+    """The ``eval_before_after.json`` of a training run: both summaries, the paired deltas, per group when grouped,
+    and answer retention before and after when the agent records chunks."""
     deltas = {}
     for m in before["metrics"]:
         if m in after["metrics"] and (d := paired_delta(before["per_question"], after["per_question"], m)) is not None:
@@ -131,4 +134,6 @@ def before_after(before: dict[str, Any], after: dict[str, Any], train_seconds: f
     summary = {"n": before["n"], "train_seconds": train_seconds, "before": before["metrics"], "after": after["metrics"], "delta": deltas}
     if "by_group" in after:
         summary.update(before_by_group=before.get("by_group"), after_by_group=after["by_group"])
+    if before.get("retention") or after.get("retention"):  # answer retention (report.retention) of both evals
+        summary["retention"] = {"before": before.get("retention"), "after": after.get("retention")}
     return summary

@@ -2,8 +2,10 @@
 (MemAgent: the memory after each chunk; Memory-R1 and RMM: the memories the answer saw, built from the document read
 as a conversation).
 
-``--html`` also writes the self-contained memory-trace viewer; ``--from results.jsonl`` renders the rows of an
-earlier ``memfactory eval`` instead of running a model.
+``--html`` also writes the self-contained memory-trace viewer (each chunk beside the memory it led to, the reference
+answer marked, the step that dropped it flagged); ``--from results.jsonl`` renders the rows of an earlier
+``memfactory eval``, ``--from runs/x/rollouts.jsonl`` the sampled trajectories of a training run, instead of running a
+model.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def write_html(path: str, records: list[dict[str, Any]], title: str) -> Path:
 
 
 def read_results(path: str, sets: list[str] | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-    """The rows of a results.jsonl (or any JSONL of trajectory records), optionally of some sets only."""
+    """The rows of a results.jsonl or rollouts.jsonl (any JSONL of trajectory records), optionally of some sets only."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--from {path}: file not found")

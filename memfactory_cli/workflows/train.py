@@ -48,10 +48,12 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
     from transformers.trainer_callback import ProgressCallback as HFProgress
 
     from memfactory_cli.trainer.callbacks import (
+        CurvesCallback,
         MetricsCallback,
         NullSink,
         ProgressCallback,
         RolloutSink,
+        SwanLabTraces,
         swanlab_callbacks,
     )
     from memfactory_cli.trainer.grpo import MemGRPOTrainer
@@ -76,14 +78,15 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
     torch.manual_seed(cfg.trainer.seed)
     model = load_model(cfg.model, device, model_path)
 
-    if rollout_sink is None:
-        samples = cfg.logging.rollout_samples
-        rollout_sink = RolloutSink(run_dir / "rollouts.jsonl", samples, cfg.trainer.seed) if samples > 0 else NullSink()
-    callbacks = [MetricsCallback(run_dir / "metrics.jsonl")]
-    callbacks += [ProgressCallback()] if cfg.logging.progress else []
-    callbacks += swanlab_callbacks(
+    dashboards = swanlab_callbacks(
         cfg.logging.swanlab, cfg.logging.project, cfg.logging.experiment or run_dir.name, run_dir / "swanlog", to_container(cfg)
     )
+    if rollout_sink is None:
+        samples, mirrors = cfg.logging.rollout_samples, [SwanLabTraces()] if dashboards else []
+        rollout_sink = RolloutSink(run_dir / "rollouts.jsonl", samples, cfg.trainer.seed, mirrors) if samples > 0 else NullSink()
+    callbacks = [MetricsCallback(run_dir / "metrics.jsonl"), CurvesCallback(run_dir / "metrics.jsonl", run_dir / "curves.png")]
+    callbacks += [ProgressCallback()] if cfg.logging.progress else []
+    callbacks += dashboards
     trainer = MemGRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
@@ -152,7 +155,7 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
         if launch.is_main_process():
             _report_before_after(training.run_dir, before, after, train_seconds)
     if launch.is_main_process():
-        print(f"run directory: {training.run_dir}  (final model: {final})")
+        print(f"run directory: {training.run_dir}  (final model: {final}, curves: {training.run_dir / 'curves.png'})")
     return training.run_dir
 
 
@@ -237,7 +240,7 @@ def _before_eval(training: TrainingRun) -> dict[str, Any] | None:
         print("note: no eval_before.json from the start of this run; skipping the before/after comparison")
         return None
     before = _evaluate(training)
-    kept = {k: before[k] for k in ("n", "metrics", "per_question")}
+    kept = {k: before[k] for k in ("n", "metrics", "per_question", "retention")}
     if launch.is_main_process():
         atomic_write_text(path, json.dumps(kept))
     return kept
