@@ -8,7 +8,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export HF_HUB_DISABLE_PROGRESS_BARS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test test-slow lint bench clean
+.PHONY: install demo test test-slow lint bench rmm-learning memory-r1-variance memory-r1-learning clean
 
 install: $(STAMP)
 
@@ -39,6 +39,19 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/run_all.py
+
+# RMM's reranker learns query-dependent relevance: held-out Recall@5 before/after, a query-shuffled control, online
+# mode's running recall (about 4 min on one CPU thread; docs/rmm.md)
+rmm-learning: install
+	$(BIN)/python bench/rmm_query_dependent.py
+
+# Which Memory-R1 role has reward variance at step 0 with SmolLM2-135M-Instruct (docs/memory_r1.md)
+memory-r1-variance: install
+	$(BIN)/python bench/memory_r1_variance.py
+
+# Memory-R1's answer agent (the role with reward variance at step 0) trained by GRPO on SmolLM2-135M, CPU
+memory-r1-learning: install
+	$(BIN)/memfactory train recipes/memory_r1_smollm2_cpu.yaml
 
 clean:
 	rm -rf runs swanlog .pytest_cache

@@ -119,7 +119,7 @@ def main() -> None:
         trajectories = agent.rollout(agent.episodes(rng.sample(train, 4)), llm)
         learned = agent.learn(trajectories)
         if step % 10 == 0:
-            print(f"step {step:3d}  reward {learned['reranker/reward']:+.2f}  train recall@m "
+            print(f"step {step:3d}  reward {learned.get('reranker/reward', float('nan')):+.2f}  train recall@m "
                   f"{sum(t.scores['recall@m'] for t in trajectories) / len(trajectories):.2f}")
     agent.reranker.step()
     after = recall_at_m(agent, held_out, llm)

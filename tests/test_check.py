@@ -4,7 +4,7 @@ import pytest
 
 from memfactory_cli.agents.memagent import MemAgent
 from memfactory_cli.generation.base import Generator
-from tests.conftest import run_cli, tiny_overrides
+from tests.conftest import ROOT, run_cli, tiny_overrides
 
 RECIPE = "recipes/memagent_tiny_cpu.yaml"
 
@@ -98,3 +98,63 @@ def test_allowed_values_come_from_the_schema_with_its_help(tmp_path, capsys):
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "trainer.scale_rewards: Invalid value 'std', expected one of ['group', 'batch', 'none']" in line
     assert "help: Advantage scaling" in line
+
+
+# -- the batch arithmetic for the world size `train` will launch (M1) -------------------------------------------
+SHIPPED = sorted(p.name for p in (ROOT / "recipes").glob("*.yaml"))
+
+
+def _batch_problems(recipe: str, overrides: list[str]) -> list[str]:
+    from memfactory_cli.config import load_recipe
+    from memfactory_cli.workflows.check import CheckReport, _trainer_problems
+
+    report = CheckReport()
+    _trainer_problems(report, load_recipe(f"recipes/{recipe}", overrides))
+    return [p for p in report.problems if "split evenly" in p]
+
+
+@pytest.mark.parametrize("recipe", SHIPPED)
+@pytest.mark.parametrize("processes", [2, 4, 7, 8])
+def test_check_validates_the_launched_world_size_and_names_the_nearest_valid_settings(recipe, processes, monkeypatch):
+    for name in ("WORLD_SIZE", "LOCAL_RANK", "NPROC_PER_NODE", "NNODES"):
+        monkeypatch.delenv(name, raising=False)  # before launch: only the recipe knows the world size
+    from memfactory_cli.config import load_recipe
+
+    launch = [f"launch.num_processes={processes}"]
+    t = load_recipe(f"recipes/{recipe}", []).trainer
+    splits = (t.questions_per_step * t.num_generations) % (processes * t.gradient_accumulation_steps) == 0
+    problems = _batch_problems(recipe, launch)
+    assert bool(problems) != splits, problems
+    if splits:
+        return
+    (problem,) = problems
+    assert f"over {processes} process(es)" in problem
+    suggestions = problem.split("nearest valid: ")[1].split(" or ")
+    assert suggestions and all(s.startswith("trainer.") for s in suggestions)
+    for setting in suggestions:
+        assert _batch_problems(recipe, [*launch, setting]) == [], setting
+
+
+def test_check_counts_every_node(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.setenv("NNODES", "2")
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.1")
+    (problem,) = _batch_problems("memagent_qwen3_1.7b.yaml", ["launch.num_processes=8"])
+    assert "over 16 process(es)" in problem and "trainer.gradient_accumulation_steps=24" in problem
+
+
+@pytest.mark.parametrize("config_file", ["zero3", "fsdp2"])
+def test_a_sharded_config_on_cpu_processes_is_refused_before_launch(tmp_path, capsys, monkeypatch, config_file):
+    """accelerate would silently train plain DDP there (it enables DeepSpeed/FSDP on accelerators only)."""
+    for name in ("WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    many = [*tiny_overrides(tmp_path / "run"), "launch.num_processes=2"]
+    assert run_cli("check", RECIPE, *many, f"launch.config_file={config_file}") == 2
+    assert "shards only on GPUs" in capsys.readouterr().err
+    assert run_cli("check", RECIPE, *many, "launch.config_file=ddp") == 0
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")  # a launched process (the sharded CPU tests' shim) is past the check
+    from memfactory_cli.config import load_recipe
+    from memfactory_cli.workflows import launch
+
+    assert launch.sharding_problem(load_recipe(RECIPE, [*many, f"launch.config_file={config_file}"]), "cpu") is None

@@ -307,3 +307,42 @@ def test_a_tiny_model_behind_serve_is_judged_over_http_and_gibberish_is_no_verdi
             wrong_name.judge(["q"], [["a"]], ["a"])
     assert report.calls == report.requests == 2, "a well-formed reply is final, even when it is not a label"
     assert report.verdicts == [None, None] and report.failures == {"unparsed reply": 2}
+
+
+# -- LongMemEval's QA accuracy ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text,verdict", [("yes", True), ("No.", False), ("Yes", True), ("no, not yes", None), ("maybe", None)])
+def test_yes_no_parsing_is_an_exact_label(text, verdict):
+    from memfactory_cli.rewards.judge.templates import parse_yes_no
+
+    assert parse_yes_no(text) is verdict
+
+
+def test_longmemeval_template_asks_each_question_type_its_own_prompt():
+    """The prompts are LongMemEval's get_anscheck_prompt, by question type; abstention rows get the
+    unanswerable-question prompt; verdicts go through the same judge (None on failure, never 0)."""
+    from memfactory_cli.rewards.judge import judge_texts
+
+    with LoopbackJudge(plan({"Kyoto": ["500"]})) as server:
+        scores, report, _ = judge_texts(
+            ["\\boxed{18 days}", "\\boxed{Osaka now}", "\\boxed{not mentioned}", "\\boxed{Kyoto}"],
+            [["18 days"], ["Osaka"], ["You did not mention this information."], ["Kyoto"]],
+            ["How many days?", "Where do I live?", "What is my dog's name?", "Where did I go?"],
+            tasks=["temporal-reasoning", "knowledge-update", "abstention", "multi-session"],
+            base_url=server.base_url, model="judge", template="longmemeval", cache=False, max_retries=0,
+        )
+        prompts = {b["messages"][-1]["content"].split("\n\nQuestion: ")[1].split("\n")[0]: b for b in server.bodies}
+    assert scores == [1.0, 1.0, 0.0, None] and report.errors == 1
+    assert "off-by-one errors" in prompts["How many days?"]["messages"][0]["content"]
+    assert "updated answer" in prompts["Where do I live?"]["messages"][0]["content"]
+    assert "unanswerable question" in prompts["What is my dog's name?"]["messages"][0]["content"]
+    assert all(len(b["messages"]) == 1 and b["max_tokens"] == 10 for b in prompts.values())
+
+
+def test_the_task_is_part_of_the_cache_key(tmp_path):
+    from memfactory_cli.rewards.judge import judge_texts
+
+    with LoopbackJudge() as server:
+        args = dict(base_url=server.base_url, model="judge", template="longmemeval", cache_dir=str(tmp_path))
+        for task in ("temporal-reasoning", "knowledge-update", "temporal-reasoning"):
+            judge_texts(["\\boxed{x}"], [["x"]], ["q?"], tasks=[task], **args)
+        assert server.requests == 2

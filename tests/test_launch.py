@@ -44,6 +44,7 @@ def test_two_cpu_processes_train_the_tiny_recipe_through_the_launcher(tmp_path):
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
     info = json.loads((out / "launch.json").read_text())
     assert info["num_processes"] == 2 and info["distributed_type"] == "MULTI_CPU" and info["backend"] == "gloo"
+    assert info["device"] == "cpu"
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2]  # rank 0 alone logs
     assert all(r["trajectories"] == 4 and r["rows"] > 4 for r in lines)  # 2 questions x G=2, split over 2 ranks
@@ -110,3 +111,89 @@ def test_shipped_accelerate_configs():
     assert launch.accelerate_config("") == launch.accelerate_config("ddp")
     with pytest.raises(UserError, match="neither one of ddp"):
         launch.accelerate_config("zero4")
+
+
+# -- where each launched process runs (C1, M3): decided by pure functions, the CUDA probe faked ------------------
+@pytest.mark.parametrize("local", ["0", "3"])
+def test_gpu_ranks_get_nccl_and_their_own_gpu(local):
+    env = {"LOCAL_RANK": local, "RANK": local, "WORLD_SIZE": "4"}
+    assert launch.placement("cuda", env, gpus=4) == launch.Placement("nccl", f"cuda:{local}")
+
+
+def test_cpu_ranks_get_gloo_even_beside_gpus():
+    env = {"LOCAL_RANK": "1", "RANK": "1", "WORLD_SIZE": "2"}
+    assert launch.placement("cpu", env, gpus=0) == launch.Placement("gloo", "cpu")
+    assert launch.placement("cpu", env, gpus=8) == launch.Placement("gloo", "cpu")
+
+
+def test_a_rank_without_a_gpu_of_its_own_is_one_clear_error():
+    with pytest.raises(UserError, match="LOCAL_RANK=2 has no GPU of its own: this node shows 2"):
+        launch.placement("cuda", {"LOCAL_RANK": "2", "WORLD_SIZE": "4"}, gpus=2)
+
+
+class _RecordingState:
+    """Stands in for accelerate's PartialState: records how (and after what) it was created."""
+
+    calls: list = []
+    _shared_state: dict = {}
+
+    def __init__(self, cpu: bool = False):
+        type(self).calls.append(("PartialState", cpu))
+        self.backend = "gloo" if cpu else "nccl"
+
+
+def test_a_launched_gpu_rank_binds_its_gpu_before_the_process_group_starts(monkeypatch):
+    import accelerate
+    import torch
+
+    _RecordingState.calls = []
+    monkeypatch.setattr(accelerate, "PartialState", _RecordingState)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: _RecordingState.calls.append(("set_device", d)))
+    for name, value in {"LOCAL_RANK": "2", "RANK": "6", "WORLD_SIZE": "8"}.items():
+        monkeypatch.setenv(name, value)
+    assert launch.bind_process("cuda") == launch.Placement("nccl", "cuda:2")
+    assert _RecordingState.calls == [("set_device", "cuda:2"), ("PartialState", False)]
+
+
+def test_rank_is_known_without_creating_a_process_group(monkeypatch):
+    """The first PartialState fixes the backend for good: asking 'am I rank 0?' must not create one (it was cpu=True)."""
+    import accelerate
+
+    _RecordingState.calls = []
+    monkeypatch.setattr(accelerate, "PartialState", _RecordingState)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("RANK", "1")
+    assert not launch.is_main_process()
+    monkeypatch.setenv("RANK", "0")
+    assert launch.is_main_process()
+    assert _RecordingState.calls == []
+
+
+def test_one_process_on_a_multi_gpu_host_keeps_to_one_gpu():
+    cuda = load_recipe(None, ["trainer.device=cuda"])
+    assert launch.single_gpu_pin(cuda, {}, gpus=8) == "0"
+    assert launch.single_gpu_pin(load_recipe(None, ["trainer.device=auto"]), {}, gpus=2) == "0"
+    assert launch.single_gpu_pin(cuda, {"CUDA_VISIBLE_DEVICES": "3,5"}, gpus=2) == "3"
+    assert launch.single_gpu_pin(cuda, {}, gpus=1) is None
+    assert launch.single_gpu_pin(load_recipe(None, ["trainer.device=cpu"]), {}, gpus=8) is None
+    many = load_recipe(None, ["trainer.device=cuda", "launch.num_processes=8"])
+    assert launch.single_gpu_pin(many, {}, gpus=8) is None  # the launcher gives each process its own
+    assert launch.single_gpu_pin(cuda, {"LOCAL_RANK": "0", "WORLD_SIZE": "8"}, gpus=8) is None
+
+
+def test_the_pin_applies_before_cuda_starts_or_is_one_clear_error(monkeypatch, capsys):
+    import torch
+
+    cfg = load_recipe(None, ["trainer.device=cuda"])
+    for name in ("LOCAL_RANK", "WORLD_SIZE", "NPROC_PER_NODE", "NNODES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1 if os.environ["CUDA_VISIBLE_DEVICES"] else 8)
+    launch.pin_single_gpu(cfg)  # NVML counts: the variable still applies
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0" and "training on GPU 0" in capsys.readouterr().out
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)  # CUDA already initialised: it no longer applies
+    with pytest.raises(UserError, match="set CUDA_VISIBLE_DEVICES=0 for one GPU, or launch.num_processes=8"):
+        launch.pin_single_gpu(cfg)

@@ -91,3 +91,11 @@ def test_synthetic_dialogues_are_seeded_linked_and_disjoint():
     assert sum(len(r["meta"]["qa"]) for r in turn_rows) == len(a)
     with pytest.raises(UserError, match="unknown key 'data.synth.people'"):
         load_rows("synth_dialogue_train", DataConfig(synth={"people": 3}))
+
+
+def test_evidence_ids_with_a_leading_zero_or_a_stray_colon_resolve():
+    """LoCoMo writes 'D30:05' for turn D30:5 and 'D:11:26' for D11:26 (3 ids in locomo10.json; reviews M12)."""
+    raw = [{"sample_id": "c", "conversation": {"speaker_a": "A", "speaker_b": "B", "session_1": [{"speaker": "A", "dia_id": "D1:5", "text": "x"}]},
+            "qa": [{"question": "q", "answer": "a", "category": 4, "evidence": ["D1:05", "D:1:5"]}]}]
+    (conv,) = locomo.convert(raw)
+    assert conv["qa"][0]["evidence"] == ["D1:5", "D1:5"]

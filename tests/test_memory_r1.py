@@ -189,7 +189,7 @@ def test_different_plans_on_one_state_get_different_outcome_rewards(tokenizer):
 @pytest.mark.slow
 def test_a_real_frozen_answer_model_rewards_the_plan_that_keeps_the_right_memory():
     """SmolLM2-135M-Instruct as the frozen answer agent: it answers from whichever bank the plan left."""
-    role = frozen_role("smollm2-135m-instruct", "cpu", "float32")
+    role = frozen_role("smollm2-135m-instruct", "cpu", "float32", 16)
     agent = MemoryR1Agent(role.tokenizer, {"retriever": {"name": "bm25"}}, "manager", MemoryR1Config(max_answer_tokens=40))
     agent.set_frozen(role)
     plans = ['{"memory": [{"id": "0", "event": "UPDATE", "text": "Alice: My home city is Lisbon"}]}', '{"memory": []}']
@@ -273,7 +273,7 @@ def test_eval_on_locomo_test_reports_f1_bleu1_overall_and_by_category(tmp_path):
     overrides = [f"data.locomo_path={fixture}", "data.synth.n_eval=3", *FAST]
     entries = eval_sets.run(["locomo_test", "synth_dialogue_eval"], str(RECIPE), overrides, k=1, out=str(tmp_path), progress=lambda *a: None)
     locomo, synthetic = entries
-    assert locomo["n"] == 1 and set(locomo["metrics"]) == {"em", "f1", "bleu1"}
+    assert locomo["n"] == 1 and set(locomo["metrics"]) == {"em", "f1", "bleu1", "locomo_f1", "locomo_bleu1"}
     assert locomo["by_group"]["by"] == "meta.category" and list(locomo["by_group"]["groups"]) == ["4"]
     assert set(synthetic["by_group"]["groups"]) <= {"1", "4"} and sum(g["n"] for g in synthetic["by_group"]["groups"].values()) == synthetic["n"]
     assert "## By group" in (tmp_path / "summary.md").read_text()
@@ -300,8 +300,10 @@ def _train(tmp_path, *overrides):
 def test_two_step_manager_training_on_the_tiny_recipe(tmp_path):
     lines, out = _train(tmp_path)
     assert [r["step"] for r in lines] == [1, 2]
-    for key in ("ops/add_rate", "ops/update_rate", "ops/delete_rate", "ops/noop_rate", "ops/invalid_rate", "memory/bank_size"):
+    for key in ("ops/invalid_rate", "ops/per_turn", "memory/bank_size"):
         assert key in lines[0], key
+    rates = {"ops/add_rate", "ops/update_rate", "ops/delete_rate", "ops/noop_rate"}
+    assert all(rates <= set(r) if r["ops/per_turn"] > 0 else not rates & set(r) for r in lines)  # undefined, not 0
     assert lines[0]["memory/bank_size"] > 0 and "rewards/memory_r1_outcome/mean" in lines[0]
     assert (out / "final" / "config.json").is_file()
     rollouts = [json.loads(line) for line in (out / "rollouts.jsonl").read_text().splitlines()]
@@ -318,3 +320,64 @@ def test_two_step_answer_training_on_the_tiny_recipe(tmp_path):
 def test_training_on_the_wrong_row_kind_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="agent.train=answer trains on question rows"):
         _train(tmp_path, "agent.train=answer")
+
+
+def test_frozen_roles_generate_in_bounded_batches(tokenizer, bpe_model_dir):
+    """The frozen answer agent (and extractor, fixed managers) never puts a whole step's prompts in one generate
+    call: 40 answer prompts go out as 16 + 16 + 8 (it was one batch of 40; reviews/r1-rmm.md M2)."""
+    agent = MemoryR1Agent(tokenizer, {"retriever": {"name": "bm25"}}, "manager", MemoryR1Config(answer_model=str(bpe_model_dir), answer_device="cpu"))
+    frozen = agent.role("frozen")
+    sizes = []
+    frozen.generator._generate_batch = lambda prompts, n: sizes.append(len(prompts)) or [[] for _ in prompts]
+    bank = bank_from_facts([("Alice: My home city is Lisbon", "Alice", "9 May")])
+    agent.answer(frozen, [(bank, ["Alice", "Bob"], f"Question {i}?") for i in range(40)])
+    assert sizes == [16, 16, 8]
+
+
+def test_an_llm_history_manager_builds_the_bank_once_per_window(tokenizer):
+    """history_manager=frozen: the frozen model runs the manager prompt over the window's turns (the paper's
+    construction, GPT-4o-mini there) instead of the add_all rule, and the bank of a (conversation, window) is built
+    once: the G samples of a state and later rollouts of it reuse it."""
+    calls = []
+
+    class FrozenManager(Reader):
+        def generate(self, prompts, max_new_tokens):
+            texts = [self.tokenizer.decode(p) for p in prompts]
+            if all("smart memory manager" in t for t in texts):
+                calls.append(len(prompts))
+                plan = '{"memory": [{"event": "UPDATE", "id": "0", "text": "Alice: My home city is Paris (managed)"}]}'
+                plans = [plan if '{"id": "0", "text"' in t else '{"memory": [{"event": "ADD", "text": "managed"}]}' for t in texts]
+                return [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in plans]
+            return super().generate(prompts, max_new_tokens)
+
+    agent = _agent(tokenizer, history_manager="frozen")
+    agent.set_frozen(Role(tokenizer, FrozenManager(tokenizer)))
+    row = _conversation()
+    noop = '{"memory": [{"event": "NONE"}]}'
+    first = agent.rollout([Episode(row, [], []) for _ in range(2)], Scripted(tokenizer, [noop, noop]))
+    assert calls == [1, 1]  # turns 0 and 1 of the window, one state (the two samples share it)
+    assert first[0].memories == ["[0] Alice: My home city is Paris (managed)"]  # the manager's bank, not add_all's
+    agent.rollout([Episode(row, [], [])], Scripted(tokenizer, [noop]))
+    assert calls == [1, 1]
+
+
+def test_a_frozen_extractor_extracts_each_turn_once(tokenizer):
+    """Overlapping history windows share turns: the frozen (greedy) extractor is asked once per turn (it was asked
+    once per window the turn sits in; reviews/r1-rmm.md M11)."""
+    asked = []
+
+    class Extractor(Reader):
+        def generate(self, prompts, max_new_tokens):
+            texts = [self.tokenizer.decode(p) for p in prompts]
+            if all("You extract personal facts" in t for t in texts):
+                asked.extend(t.rsplit("Timestamp:", 1)[1].split("<|im_end|>")[0].strip() for t in texts)
+                return [self.tokenizer('{"facts": ["a fact"]}', add_special_tokens=False)["input_ids"] for _ in texts]
+            return super().generate(prompts, max_new_tokens)
+
+    agent = MemoryR1Agent(tokenizer, {"retriever": {"name": "bm25"}, "extractor": {"name": "llm"}}, "manager", MemoryR1Config())
+    agent.set_frozen(Role(tokenizer, Extractor(tokenizer)))
+    late, early = _conversation(), _conversation()
+    early["id"], early["meta"] = "c:t1", {**early["meta"], "turn_index": 1}
+    noop = '{"memory": [{"event": "NONE"}]}'
+    agent.rollout([Episode(late, [], []), Episode(early, [], [])], Scripted(tokenizer, [noop, noop]))
+    assert len(asked) == 3 and len(set(asked)) == 3  # turns 0, 1, 2 once each (windows [0, 2) and [0, 1) overlap)

@@ -166,3 +166,61 @@ def test_resume_refuses_a_changed_recipe_but_allows_more_steps(reference, tmp_pa
     assert len(bad) == 1 and "trainer.learning_rate" in bad[0]
     fresh, _ = resume_problems(load_recipe(RECIPE, overrides(reference)), None)
     assert len(fresh) == 1 and "already holds checkpoints" in fresh[0] and "--resume auto" in fresh[0]
+
+
+def _write(path: Path, text: str = "x") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _sharded_checkpoint(path: Path, layout: str, step: int = 2) -> Path:
+    """The files transformers writes under each sharded kind of run (names from Trainer._save_checkpoint)."""
+    _write(path / "trainer_state.json", json.dumps({"global_step": step}))
+    for rank in (0, 1):
+        _write(path / f"rng_state_{rank}.pth")
+    if layout == "deepspeed-zero3":  # no gathered 16-bit model: the weights live in the shards only
+        _write(path / "latest", f"global_step{step}\n")
+        for rank in (0, 1):
+            _write(path / f"global_step{step}" / f"zero_pp_rank_{rank}_mp_rank_00_model_states.pt")
+            _write(path / f"global_step{step}" / f"bf16_zero_pp_rank_{rank}_mp_rank_00_optim_states.pt")
+    elif layout == "fsdp-full":
+        for name in ("pytorch_model_fsdp.bin", "optimizer.bin", "scheduler.pt"):
+            _write(path / name)
+    elif layout == "fsdp-sharded":
+        _write(path / "pytorch_model_fsdp_0" / "__0_0.distcp")
+        _write(path / "optimizer_0" / "__0_0.distcp")
+        _write(path / "scheduler.pt")
+    return path
+
+
+@pytest.mark.parametrize(
+    "layout,kind", [("deepspeed-zero3", "deepspeed"), ("fsdp-full", "fsdp"), ("fsdp-sharded", "fsdp")]
+)
+def test_sharded_checkpoints_are_complete_and_found_by_auto(tmp_path, layout, kind):
+    from memfactory_cli.trainer.checkpoints import checkpoint_problem, optimizer_layout
+
+    path = _sharded_checkpoint(tmp_path / "checkpoint-2", layout)
+    assert checkpoint_problem(path) is None and optimizer_layout(path) == kind
+    assert resolve_resume("auto", tmp_path) == path
+
+
+def test_a_deepspeed_checkpoint_whose_shards_are_missing_is_incomplete(tmp_path):
+    from memfactory_cli.trainer.checkpoints import checkpoint_problem
+
+    path = _sharded_checkpoint(tmp_path / "checkpoint-2", "deepspeed-zero3")
+    for shard in (path / "global_step2").glob("*optim_states.pt"):
+        shard.unlink()
+    assert "missing optimizer state" in checkpoint_problem(path)
+
+
+def test_resume_auto_over_only_incomplete_checkpoints_is_an_error_not_a_fresh_start(tmp_path):
+    from memfactory_cli.config import load_recipe
+    from memfactory_cli.workflows.resume import resume_problems
+
+    cfg = load_recipe(RECIPE, overrides(tmp_path))
+    assert resume_problems(cfg, "auto") == ([], None), "nothing saved yet: starting at step 0 is right"
+    _fake_checkpoint(tmp_path / "checkpoint-4", 4, complete=False)
+    problems, checkpoint = resume_problems(cfg, "auto")
+    assert checkpoint is None and len(problems) == 1
+    assert "no complete checkpoint" in problems[0] and "checkpoint-4 is not a complete checkpoint" in problems[0]
+    assert run_cli("train", RECIPE, *overrides(tmp_path), "--resume", "auto") == 2

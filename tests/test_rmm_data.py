@@ -77,15 +77,27 @@ def test_gold_falls_back_to_answer_sessions():
     assert gold_turns(row) == {"a:0", "a:1"}
 
 
-def test_msc_line_converts(tmp_path):
+def test_msc_self_instruct_line_converts(tmp_path):
     path = tmp_path / "msc.jsonl"
-    path.write_text(json.dumps(MSC_LINE) + "\n" + json.dumps({**MSC_LINE, "self_instruct": {"B": "Where did I hike?", "A": "the Alps"}}) + "\n")
-    response, qa = load_rows(str(path), DataConfig())
-    assert response["question"] == "How are the dogs?" and response["answers"] == ["They loved the hike on Saturday!"]
-    assert response["question_type"] == "msc_response" and response["id"] == "msc-train_42-2"
-    (session,) = response["sessions"]
+    path.write_text(json.dumps({**MSC_LINE, "self_instruct": {"B": "Where did I hike?", "A": "the Alps"}}) + "\n")
+    (qa,) = load_rows(str(path), DataConfig())
+    assert qa["question"] == "Where did I hike?" and qa["answers"] == ["the Alps"] and qa["id"] == "msc-train_42-2"
+    (session,) = qa["sessions"]
     assert [t["speaker"] for t in session["turns"]] == ["Speaker 1", "Speaker 2"] and session["date"] == "3 days before"
-    assert qa["question"] == "Where did I hike?" and qa["answers"] == ["the Alps"]
+    assert qa["question_type"] == "msc_self_instruct"
+
+
+def test_msc_response_generation_is_refused_not_scored_near_zero(tmp_path):
+    """RMM's MSC task is a personalised reply scored by METEOR / BERTScore; boxed EM/F1 of a five-word answer
+    against a full reply is about 0 by construction, and the current session's context was dropped. The set and the
+    conversion are gone (they used to load): one clear line instead (reviews/r1-rmm.md R2)."""
+    from memfactory_cli.registry import registry
+
+    path = tmp_path / "msc.jsonl"
+    path.write_text(json.dumps(MSC_LINE) + "\n")
+    with pytest.raises(UserError, match="MSC response generation is not supported"):
+        load_rows(str(path), DataConfig())
+    assert "msc_test" not in registry("dataset")
 
 
 def test_bad_rows_are_one_line_errors(tmp_path):

@@ -109,3 +109,27 @@ def test_llm_rerank_ids_format():
     assert parse_rerank_ids("[3, 12]", 30, 8).ok
     assert not parse_rerank_ids("[" + ", ".join(map(str, range(9))) + "]", 30, 8).ok
     assert not parse_rerank_ids("[31]", 30, 8).ok and not parse_rerank_ids("none", 30, 8).ok
+
+
+def test_a_merge_keeps_the_later_session_not_the_larger_string():
+    """LoCoMo stamps ("1:56 pm on 8 May, 2023") do not sort as strings: the later session in haystack order wins
+    (a string max kept 8 May and the old session; reviews/r1-rmm.md R5)."""
+    bank = TopicBank([MemoryEntry("User paints.", ["s1:0"], "s1", "1:56 pm on 8 May, 2023", order=0)])
+    bank.entries[0].embedding = fake_embed(["x"])[0]
+    new = MemoryEntry("User paints lakes.", ["s5:2"], "s5", "10:37 am on 27 June, 2023", order=4)
+    apply_update(bank, new, [0], parse_update("Merge(0, User paints lakes at sunrise.)", 1), fake_embed)
+    entry = bank.entries[0]
+    assert (entry.timestamp, entry.session_id, entry.order) == ("10:37 am on 27 June, 2023", "s5", 4)
+    # and an older session merged into a newer entry leaves the entry's date alone
+    old = MemoryEntry("User painted once.", ["s0:1"], "s0", "9:00 am on 9 January, 2023", order=-1)
+    apply_update(bank, old, [0], parse_update("Merge(0, User paints lakes.)", 1), fake_embed)
+    assert (entry.timestamp, entry.session_id) == ("10:37 am on 27 June, 2023", "s5")
+
+
+def test_reflection_numbers_entries_by_session_order(tokenizer):
+    from memfactory_cli.agents.rmm import RMMAgent, RMMConfig
+    from tests.test_rmm_agent import ROW, Scripted
+
+    agent = RMMAgent(tokenizer, {"retriever": {"name": "embedding"}}, "linear", RMMConfig(max_extract_tokens=200))
+    (traj,) = agent.rollout(agent.episodes([ROW]), Scripted(tokenizer))
+    assert [m["order"] for m in traj.bank] == [1, 0]  # the cat entry was merged with session 2's summary

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from memfactory_cli.config import load_recipe
@@ -36,7 +37,9 @@ def test_linear_variant_two_steps_saves_a_loadable_reranker(tmp_path):
     run_dir = train.run(RECIPE, _overrides(tmp_path / "lin", **{"trainer.eval_before_after": "true"}))
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2]
-    assert {"reranker/reward", "reranker/updates", "retrieval/recall@k", "retrieval/recall@m", "bank/size"} <= set(lines[0])
+    assert {"reranker/updates", "reranker/skipped", "retrieval/recall@k", "retrieval/recall@m", "bank/size"} <= set(lines[0])
+    # a random model writes no citations: no update, and then no reward figure at all (it used to read 0.0)
+    assert all(("reranker/reward" in x) == (x["reranker/updates"] > 0) for x in lines)
     assert (run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # its own loop draws the curves too
     state = torch.load(run_dir / "final" / "reranker.pt", weights_only=True)
     assert state["dim"] == 384 and state["w_q"].shape == (384, 384)
@@ -86,3 +89,13 @@ def test_memfactory_eval_reports_recall_by_question_type_and_guards_the_reranker
     assert all("recall@m" in r["scores"] and r["kept"] is not None for r in records)
     with pytest.raises(UserError, match="different agent settings"):
         eval_sets.run(["rmm_synth_eval"], RECIPE, _overrides(tmp_path / "unused"), out=str(tmp_path / "eval"))
+
+
+def test_memfactory_eval_online_reports_the_running_recall(tmp_path):
+    from memfactory_cli.workflows import eval_sets
+
+    overrides = _overrides(tmp_path / "unused", **{"agent.options.online": "true"})
+    (entry,) = eval_sets.run(["rmm_synth_eval"], RECIPE, overrides, out=str(tmp_path / "eval"), progress=lambda *_: None)
+    report = entry["agent_report"]
+    assert report["online"] and report["scored"] == entry["n"] and report["running_recall@m"][-1]["n"] == entry["n"]
+    assert report["running_recall@m"][-1]["recall@m"] == pytest.approx(entry["metrics"]["recall@m"]["mean"])

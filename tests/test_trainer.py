@@ -226,3 +226,39 @@ def test_before_after_eval_reports_retention(tmp_path, capsys):
     assert {"final", "seen", "per_chunk", "first_seen"} <= set(before)
     assert "retention (final)" in capsys.readouterr().out  # the before/after table
     assert json.loads((out / "eval_before.json").read_text())["retention"] == before
+
+
+class _OtherRankHas:
+    """An accelerator whose other rank holds ``rows`` memory rows: gather returns both ranks' counts."""
+
+    def __init__(self, rows: int):
+        self.rows = rows
+
+    def gather(self, t):
+        return torch.cat([t, torch.tensor([self.rows])])
+
+
+@pytest.mark.parametrize("local,other", [(2, 6), (0, 3), (6, 2)])
+def test_memory_row_logprobs_run_as_many_rows_as_the_fullest_rank(local, other):
+    """Under ZeRO-3/FSDP each forward is a collective: a rank with fewer memory rows (shorter documents) pads to the
+    agreed count before the log-prob pass (C4), and keeps only its own rows' results."""
+    from memfactory_cli.agents.base import Episode, Trajectory, Turn
+    from memfactory_cli.trainer.grpo import MemGRPOTrainer
+
+    trainer = MemGRPOTrainer.__new__(MemGRPOTrainer)
+    trainer.accelerator = _OtherRankHas(other)
+    trainer._tokenizer = type("Tok", (), {"pad_token_id": 0})()
+    trainer._trajectories = [Trajectory(Episode.__new__(Episode), [Turn("answer", [5, 6, 7], [8, 9], True)])]
+    seen = []
+
+    def memory_logps(which, ids, mask, keep):
+        seen.append((which, ids.size(0), keep))
+        return torch.arange(ids.size(0) * keep, dtype=torch.float).view(ids.size(0), keep)
+
+    trainer._memory_logps = memory_logps
+    prompts = [[1, 2, 3 + i] for i in range(local)]
+    completions = [[4, 4 + i][: 1 + i % 2] for i in range(local)]
+    out = {"old_per_token_logps": None, "ref_per_token_logps": torch.zeros(1)}
+    logps = trainer._memory_row_logps(out, prompts, completions, torch.device("cpu"))
+    assert [s[:2] for s in seen] == [("ref", max(local, other))], "one pass, as many rows as the fullest rank"
+    assert set(logps) == {"ref_per_token_logps"} and logps["ref_per_token_logps"].size(0) == local

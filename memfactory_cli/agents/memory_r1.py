@@ -32,6 +32,7 @@ from memfactory_cli.generation.base import Generator, HFGenerator, SamplingParam
 from memfactory_cli.modules.text import after_thinking, chat_ids, stop_ids
 from memfactory_cli.modules.updater import Plan
 from memfactory_cli.registry import register
+from memfactory_cli.rewards.locomo import locomo_scores
 from memfactory_cli.rewards.memory_r1 import answer_scores
 
 ANSWER_MARKER = "**Answer:**"
@@ -58,15 +59,21 @@ class MemoryR1Config:
     answer_model: str = ""  # frozen answer agent (and extractor) for manager training; "" = the policy's base model
     answer_device: Literal["auto", "cpu", "cuda"] = "auto"
     answer_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bfloat16 on CUDA, float32 elsewhere
-    history_manager: str = "add_all"  # builds the bank before a turn row: add_all | <model path or alias>
-    bank_manager: str = "add_all"  # builds the bank of a question row: add_all | policy | <model path or alias>
+    # sequences per generate call of a frozen role (answer agent, extractor, fixed managers): a step's 150-250
+    # answer prompts in one batch would hold 40-70 GB of KV cache (reviews/r1-rmm.md M2); HFGenerator's max_batch
+    frozen_batch_size: int = 16
+    # builds the bank before a turn row: add_all (rule: every extracted fact is added), frozen (the frozen answer model
+    # runs the manager prompt over the window, as the paper's GPT-4o-mini did) or a model path / alias (a stronger
+    # manager); LLM-built banks are cached per (conversation, window)
+    history_manager: str = "add_all"
+    bank_manager: str = "add_all"  # builds the bank of a question row: add_all | policy | frozen | <model path or alias>
     manager_window: int = 50  # prior turns in a turn row's bank (Memory-R1, Alg. 1)
     memories_per_speaker: int = 30  # the answer agent sees up to 2 x this many memories (Memory-R1: 30 + 30)
     max_answer_tokens: int = 64
     enable_thinking: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("manager_window", "memories_per_speaker", "max_answer_tokens"):
+        for name in ("manager_window", "memories_per_speaker", "max_answer_tokens", "frozen_batch_size"):
             if getattr(self, name) <= 0:
                 raise UserError(f"agent.options.{name} must be positive, got {getattr(self, name)}")
         if self.history_manager == "policy":
@@ -107,8 +114,9 @@ class Role:
     generator: Generator
 
 
-def frozen_role(name: str, device: str, dtype: str) -> Role:
-    """Load a model that is never trained, with greedy decoding."""
+def frozen_role(name: str, device: str, dtype: str, max_batch: int) -> Role:
+    """Load a model that is never trained, with greedy decoding, ``max_batch`` sequences per generate call (the
+    same bounded path as the policy's eval generator)."""
     from memfactory_cli.config.schema import ModelConfig
     from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
 
@@ -119,10 +127,12 @@ def frozen_role(name: str, device: str, dtype: str) -> Role:
     model = load_model(ModelConfig(name_or_path=name, dtype=dtype), device, path).eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    return Role(tokenizer, HFGenerator(model, tokenizer, SamplingParams(do_sample=False)))
+    return Role(tokenizer, HFGenerator(model, tokenizer, SamplingParams(do_sample=False), max_batch=max_batch))
 
 
-def _mean_scores(scores: list[dict[str, float]]) -> dict[str, float] | None:
+def _mean_scores(scores: list[dict[str, float | None]]) -> dict[str, float] | None:
+    """The mean over a state's questions that have a gold answer; None when none has (no outcome, not 0)."""
+    scores = [s for s in scores if None not in s.values()]
     if not scores:
         return None
     return {k: sum(s[k] for s in scores) / len(scores) for k in scores[0]}
@@ -148,6 +158,7 @@ class MemoryR1Agent(BaseAgent):
         self.modules(tokenizer)  # validate module options now, not at the first rollout
         self._roles: dict[str, Role] = {}
         self._banks: dict[tuple, MemoryBank] = {}
+        self._facts: dict[tuple, list[str]] = {}  # a frozen role's facts per turn
 
     # -- pieces ---------------------------------------------------------------------------------------------------
     def modules(self, tokenizer: Any) -> dict[str, Any]:
@@ -170,7 +181,7 @@ class MemoryR1Agent(BaseAgent):
         if name not in self._roles:
             c = self.config
             model = (c.answer_model or self.tokenizer.name_or_path) if name == "frozen" else name
-            self._roles[name] = frozen_role(model, c.answer_device, c.answer_dtype)
+            self._roles[name] = frozen_role(model, c.answer_device, c.answer_dtype, c.frozen_batch_size)
         return self._roles[name]
 
     def set_frozen(self, role: Role) -> None:
@@ -178,12 +189,21 @@ class MemoryR1Agent(BaseAgent):
         self._roles["frozen"] = role
 
     def extract(self, role: Role, turns: list[dict[str, Any]]) -> list[list[str]]:
+        """The facts of each turn. A frozen role decodes greedily, so its facts of a turn are computed once: a turn
+        sits in up to ``manager_window`` history windows (reviews/r1-rmm.md M11)."""
         extractor = self.modules(role.tokenizer)["extractor"]
         if not extractor.needs_model or not turns:
             return [extractor.parse("", t) for t in turns]
-        completions = role.generator.generate(extractor.prompts(turns), extractor.config.max_new_tokens)
+        frozen = any(role is r for r in self._roles.values())
+        key = lambda t: (id(role), t.get("dia_id"), t["speaker"], t["text"], t["timestamp"])  # noqa: E731
+        todo = [t for t in turns if not frozen or key(t) not in self._facts]
+        completions = role.generator.generate(extractor.prompts(todo), extractor.config.max_new_tokens) if todo else []
         texts = role.tokenizer.batch_decode(completions, skip_special_tokens=True)
-        return [extractor.parse(x, t) for x, t in zip(texts, turns)]
+        fresh = [extractor.parse(x, t) for x, t in zip(texts, todo)]
+        if not frozen:
+            return fresh
+        self._facts.update((key(t), f) for t, f in zip(todo, fresh))
+        return [self._facts[key(t)] for t in turns]
 
     def shown(self, bank: MemoryBank, facts: list[str]) -> list[MemoryEntry]:
         """The ``top_k`` old memories closest to any of the facts, best first."""
@@ -336,11 +356,13 @@ class MemoryR1Agent(BaseAgent):
         for e, bank, (prompt, completion, text, shown) in zip(episodes, banks, replies):
             answer, marked = final_answer(text)
             finished = bool(completion) and completion[-1] in stop_ids(policy.tokenizer)
+            category = e.row["meta"].get("category")
             trajectories.append(
                 Trajectory(
                     episode=e,
                     turns=[Turn("answer", prompt, completion, finished, text=answer or "")],
                     memories=shown,
+                    scores=locomo_scores(answer, e.row["answers"][0] if e.row["answers"] else "", category),  # LoCoMo's own scores need the category
                     extras={
                         "mr1_outcome": answer_scores(answer, e.row["answers"]),
                         "mr1_format": marked and answer is not None,
@@ -352,13 +374,14 @@ class MemoryR1Agent(BaseAgent):
         return trajectories
 
     def rollout_metrics(self, trajectories: list[Trajectory]) -> dict[str, float]:
-        """Operation rates (per operation over all operations), invalid-plan rate, answer format rate, bank size."""
+        """Operation rates (per operation over all operations; absent when no plan had one), invalid-plan rate,
+        answer format rate, bank size."""
         metrics: dict[str, float] = {}
         managed = [t.extras for t in trajectories if "mr1_ops" in t.extras]
         if managed:
             total = sum(sum(x["mr1_ops"].values()) for x in managed)
-            for op in OPS:
-                metrics[f"ops/{op.lower()}_rate"] = sum(x["mr1_ops"][op] for x in managed) / total if total else 0.0
+            for op in OPS if total else ():  # no operation at all: the shares are undefined, not 0
+                metrics[f"ops/{op.lower()}_rate"] = sum(x["mr1_ops"][op] for x in managed) / total
             metrics["ops/invalid_rate"] = sum(not x["mr1_format"] for x in managed) / len(managed)
             metrics["ops/per_turn"] = total / len(managed)
         answered = [t.extras for t in trajectories if "mr1_reply" in t.extras]

@@ -58,6 +58,12 @@ class RMMConfig:
     max_answer_tokens: int = 128
     enable_thinking: bool = False
     reranker_weights: str = ""  # a trained linear reranker (``<run>/final/reranker.pt``)
+    # RMM's online (test-time) adaptation, linear reranker: in evaluation every question is answered, then the
+    # reranker learns from its citations before the next optimizer batch is answered
+    online: bool = False
+    # what online mode serves: gumbel (the paper's stochastic top-M, as in training) or top_m (the deterministic
+    # eval selection, learned from all the same; with cosine-scale scores and tau 0.5 Gumbel is close to uniform)
+    online_selection: Literal["gumbel", "top_m"] = "gumbel"
 
     def __post_init__(self) -> None:
         rf.check_positive(
@@ -95,6 +101,7 @@ class RMMTrajectory(Trajectory):
         return {
             **super().to_record(),
             "question_type": self.episode.row.get("question_type"),
+            "abstention": bool(self.episode.row.get("abstention")),
             "bank_size": len(self.bank),
             "kept": kept,
             "cited": self.cited,
@@ -134,8 +141,16 @@ class RMMAgent(BaseAgent):
         self.retriever = self.module("retriever")
         self.training = False  # Gumbel sampling (train) or plain top-M (eval) for the linear reranker
         self._reranker: LinearReranker | None = None
+        # Prospective reflection of a frozen LLM is a function of the conversation alone: banks are built once per
+        # conversation (this agent serves one model) and reused by every rollout and eval. ``reflector``, when set,
+        # is the generator they are built with (``memfactory train``: the greedy one), whatever samples the answers.
+        self.reflector: Generator | None = None
+        self._banks: dict[str, rf.TopicBank] = {}
         if reranker == "linear" or self.config.memory == "reflection":
             self._require_embeddings()
+        if self.config.online and reranker != "linear":
+            raise UserError("agent.options.online: only the linear reranker adapts online (agent.reranker=linear)")
+        self.online = self.config.online  # the trainer's before/after eval runs with it off: it measures the trained weights
         self.stop_ids = stop_ids(tokenizer)
 
     @classmethod
@@ -199,12 +214,12 @@ class RMMAgent(BaseAgent):
     def raw_bank(self, row: dict[str, Any]) -> rf.TopicBank:
         """One entry per turn or per session, embedded in one batch (``memory: turn | session``)."""
         entries = []
-        for s in row["sessions"]:
+        for k, s in enumerate(row["sessions"]):
             lines = [(f"{s['id']}:{j}", f"{t['speaker']}: {t['text']}") for j, t in enumerate(s["turns"])]
             if self.config.memory == "turn":
-                entries += [rf.MemoryEntry(text, [ref], s["id"], s["date"]) for ref, text in lines]
+                entries += [rf.MemoryEntry(text, [ref], s["id"], s["date"], order=k) for ref, text in lines]
             elif lines:
-                entries.append(rf.MemoryEntry("\n".join(t for _, t in lines), [r for r, _ in lines], s["id"], s["date"]))
+                entries.append(rf.MemoryEntry("\n".join(t for _, t in lines), [r for r, _ in lines], s["id"], s["date"], order=k))
         if entries:
             for entry, vector in zip(entries, self._embed([e.summary for e in entries])):
                 entry.embedding = vector
@@ -229,7 +244,7 @@ class RMMAgent(BaseAgent):
                 stats["extract/invalid"] += not parsed.ok
                 for e in parsed.value:
                     refs = [f"{session['id']}:{j}" for j in e.reference]
-                    new.setdefault(i, []).append(rf.MemoryEntry(e.summary, refs, session["id"], session["date"]))
+                    new.setdefault(i, []).append(rf.MemoryEntry(e.summary, refs, session["id"], session["date"], order=k))
             self._update_banks(banks, new, generator, stats)
         return banks
 
@@ -271,17 +286,83 @@ class RMMAgent(BaseAgent):
         return rf.UPDATE_INSTRUCTION + rf.UPDATE_BODY.format(summary=entry.summary, entries=listing)
 
     # -- retrospective reflection -------------------------------------------------------------------------------------
+    @property
+    def llm_frozen(self) -> bool:
+        """Only the MemFactory-style ``llm`` reranker trains the LLM that also reflects."""
+        return self.kind != "llm"
+
+    @staticmethod
+    def _conversation_key(row: dict[str, Any]) -> str:
+        """The haystack's identity: its content, so two rows with one id but other sessions never share a bank."""
+        import hashlib
+
+        return hashlib.sha256(json.dumps(row["sessions"], sort_keys=True, default=str).encode()).hexdigest()
+
+    def banks_for(self, rows: list[dict[str, Any]], generator: Generator, stats: dict[str, float]) -> list[rf.TopicBank]:
+        """Each row's bank: from the cache when the LLM is frozen (counted in ``reflection/cached``), else built;
+        rows missing from the cache are reflected together, batched across rows."""
+        keys = [self._conversation_key(r) for r in rows]
+        cache = self._banks if self.llm_frozen else {}
+        todo = list({k: r for k, r in zip(keys, rows) if k not in cache}.items())
+        stats["reflection/cached"] += sum(k in cache for k in keys)
+        if todo:
+            todo_rows = [r for _, r in todo]
+            if self.config.memory == "reflection":
+                built = self.reflect(todo_rows, self.reflector or generator, stats)
+            else:
+                built = [self.raw_bank(r) for r in todo_rows]
+            fresh = dict(zip((k for k, _ in todo), built))
+            if self.llm_frozen:
+                self._banks.update(fresh)
+            cache = {**cache, **fresh}
+        return [cache[k] for k in keys]
+
     def rollout(self, episodes: list[Episode], generator: Generator) -> list[Trajectory]:
-        """Banks are built once per distinct episode id in the batch (its G samples share one bank)."""
+        """Banks are built once per distinct conversation (its G samples share one bank), and with a frozen LLM
+        once per run (:meth:`banks_for`).
+
+        Online evaluation (``options.online``) is prequential: episodes are answered in chunks that end exactly
+        where the reranker takes its next optimizer step, and each chunk is learned from before the next is
+        answered. The weights change only at a step, so this is the same as answering and learning one question at
+        a time (tests/test_rmm_agent.py), with the answers still batched.
+        """
+        if not (self.online and not self.training):
+            return self._rollout(episodes, generator, sample=self.training)
+        out: list[Trajectory] = []
+        while len(out) < len(episodes):
+            chunk = episodes[len(out) : len(out) + self.config.batch_size - self.reranker.pending]
+            trajs = self._rollout(chunk, generator, sample=self.config.online_selection == "gumbel")
+            learned = self.learn(trajs)
+            for t in trajs:
+                t.stats["online/updates"] = learned["reranker/updates"] / len(trajs)
+            out += trajs
+        return out
+
+    def eval_report(self, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """For an online evaluation's summary: the running recall@m over the test stream (question order), at up
+        to 20 evenly spaced points, and the first against the second half; None when not online."""
+        if not self.online:
+            return None
+        stream = [r["scores"]["recall@m"] for r in sorted(records, key=lambda r: (r["q"], r["sample"])) if r["scores"].get("recall@m") is not None]
+        if not stream:
+            return {"online": True, "scored": 0}
+        running = [sum(stream[: i + 1]) / (i + 1) for i in range(len(stream))]
+        points = sorted({round(len(stream) * j / 20) - 1 for j in range(1, 21)} - {-1})
+        half = len(stream) // 2
+        return {
+            "online": True,
+            "scored": len(stream),
+            "running_recall@m": [{"n": i + 1, "recall@m": running[i]} for i in points],
+            "first_half_recall@m": sum(stream[:half]) / half if half else None,
+            "second_half_recall@m": sum(stream[half:]) / (len(stream) - half),
+        }
+
+    def _rollout(self, episodes: list[Episode], generator: Generator, sample: bool) -> list[Trajectory]:
         stats: dict[str, float] = dict.fromkeys(
-            ("extract/calls", "extract/invalid", "update/add", "update/merge", "update/invalid"), 0.0
+            ("extract/calls", "extract/invalid", "update/add", "update/merge", "update/invalid", "reflection/cached"), 0.0
         )
         unique = list({e.id: e for e in episodes}.values())
-        if self.config.memory == "reflection":
-            built = self.reflect([e.row for e in unique], generator, stats)
-        else:
-            built = [self.raw_bank(e.row) for e in unique]
-        banks = {e.id: b for e, b in zip(unique, built)}
+        banks = dict(zip((e.id for e in unique), self.banks_for([e.row for e in unique], generator, stats)))
         trajs = [RMMTrajectory(episode=e, bank=[x.to_record() for x in banks[e.id].entries]) for e in episodes]
         for t in trajs:
             t.stats = {k: v / max(1, len(unique)) for k, v in stats.items()}
@@ -290,7 +371,7 @@ class RMMAgent(BaseAgent):
             self._llm_select(trajs, banks, generator)
         else:
             for t in trajs:
-                t.selected = self._select(t)
+                t.selected = self._select(t, sample)
         self._answer(trajs, banks, generator)
         for t in trajs:
             self._score(t, banks[t.episode.id])
@@ -305,12 +386,12 @@ class RMMAgent(BaseAgent):
                 t.query_embedding = self._embed([t.episode.row["question"]])[0]
                 t.candidate_embeddings = bank.matrix()[t.candidates]
 
-    def _select(self, t: RMMTrajectory) -> list[int]:
+    def _select(self, t: RMMTrajectory, sample: bool) -> list[int]:
         if not t.candidates:
             return []
         if self.kind == "none":
             return list(range(min(self.config.top_m, len(t.candidates))))
-        return self.reranker.select(t.query_embedding, t.candidate_embeddings, sample=self.training)
+        return self.reranker.select(t.query_embedding, t.candidate_embeddings, sample=sample)
 
     def _llm_select(self, trajs: list[RMMTrajectory], banks: dict[str, rf.TopicBank], generator: Generator) -> None:
         """MemFactory-style: the policy picks ids from the listed candidates; this is the turn GRPO trains."""
@@ -345,36 +426,59 @@ class RMMAgent(BaseAgent):
             t.cited = parsed.value if parsed.ok else None
             t.stats["citation/missing"] = float(not parsed.ok)
             t.stats["citation/out_of_range"] = float(parsed.dropped)
-            t.extras.update(rmm_answer=text, rmm_selected=len(t.selected), rmm_cited=len(t.cited or []))
+            # no citation group: no citation count (None), never "cited nothing"
+            t.extras.update(rmm_answer=text, rmm_selected=len(t.selected), rmm_cited=None if t.cited is None else len(t.cited))
 
     @staticmethod
     def _score(t: RMMTrajectory, bank: rf.TopicBank) -> None:
-        """recall@k / recall@m: is any gold evidence turn referenced by a retrieved / kept entry (None: no gold)."""
+        """LongMemEval's retrieval recall over the K retrieved and the M kept entries (``src/retrieval/eval_utils``):
+
+        - ``recall@k`` / ``recall@m``: turn-level recall_any, some gold evidence turn is referenced;
+        - ``turn_recall_all@*``: every gold turn is referenced;
+        - ``session_recall_any@*`` / ``session_recall_all@*``: the same over the sessions holding gold turns.
+
+        An entry's turns are its references (with ``memory: reflection`` those the extraction LLM reported). None
+        when there is no gold evidence, for abstention questions (LongMemEval leaves them out), and when the bank
+        is empty (reflection stored nothing, so nothing was retrieved; ``bank/empty`` counts it).
+        """
         gold = gold_turns(t.episode.row)
-
-        def hit(positions: list[int]) -> float | None:
-            if not gold:
-                return None
-            return float(any(gold & set(bank.entries[b].refs) for b in positions))
-
-        t.scores = {"recall@k": hit(t.candidates), "recall@m": hit([t.candidates[p] for p in t.selected])}
+        t.stats["bank/empty"] = float(not bank.entries)
+        scored = bool(gold) and bool(bank.entries) and not t.episode.row.get("abstention")
+        gold_sessions = {g.rsplit(":", 1)[0] for g in gold}
+        t.scores = {}
+        for suffix, positions in (("k", t.candidates), ("m", [t.candidates[p] for p in t.selected])):
+            turns = {r for b in positions for r in bank.entries[b].refs}
+            sessions = {r.rsplit(":", 1)[0] for r in turns}
+            values = {
+                f"recall@{suffix}": bool(gold & turns),
+                f"turn_recall_all@{suffix}": gold <= turns,
+                f"session_recall_any@{suffix}": bool(gold_sessions & sessions),
+                f"session_recall_all@{suffix}": gold_sessions <= sessions,
+            }
+            t.scores.update({name: float(v) if scored else None for name, v in values.items()})
 
     # -- learning -----------------------------------------------------------------------------------------------------
     def learn(self, trajectories: list[Trajectory]) -> dict[str, float]:
-        """Retrospective reflection: REINFORCE on every trajectory whose reply cited (or said NO_CITE)."""
-        losses, rewards, used = [], [], 0
+        """Retrospective reflection: REINFORCE on every trajectory whose reply cited (or said NO_CITE).
+
+        Trajectories without a citation group (or with nothing kept) give no signal: they are counted in
+        ``reranker/skipped``, and loss/reward are absent when no trajectory was used (never a 0 that reads as one).
+        """
+        losses, rewards, used, skipped = [], [], 0, 0
         for t in trajectories:
-            if not isinstance(t, RMMTrajectory) or t.cited is None or not t.selected:
+            if not isinstance(t, RMMTrajectory):
+                continue
+            if t.cited is None or not t.selected:
+                skipped += 1
                 continue
             r = [1.0 if p in t.cited else -1.0 for p in range(len(t.selected))]
             losses.append(self.reranker.reinforce(t.query_embedding, t.candidate_embeddings, t.selected, r))
             rewards += r
             used += 1
-        return {
-            "reranker/loss": sum(losses) / len(losses) if losses else 0.0,
-            "reranker/reward": sum(rewards) / len(rewards) if rewards else 0.0,
-            "reranker/updates": float(used),
-        }
+        out = {"reranker/updates": float(used), "reranker/skipped": float(skipped)}
+        if used:
+            out.update({"reranker/loss": sum(losses) / len(losses), "reranker/reward": sum(rewards) / len(rewards)})
+        return out
 
     def rollout_metrics(self, trajectories: list[Trajectory]) -> dict[str, float]:
         """Means over trajectories of the reflection, citation and retrieval counters (logged every step)."""

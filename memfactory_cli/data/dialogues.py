@@ -8,7 +8,7 @@ Canonical row::
 
 Gold evidence for Recall@K is the turns with ``has_answer`` or, when a row marks none, the sessions in
 ``answer_session_ids``. ``load_rows`` recognises LongMemEval items (``haystack_sessions``), ParlAI MSC lines
-(``previous_dialogs``) and canonical rows (``sessions``) and converts them here.
+(``previous_dialogs`` with MemGPT's ``self_instruct``) and canonical rows (``sessions``) and converts them here.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from memfactory_cli.config.loader import build_dataclass
 from memfactory_cli.config.schema import DataConfig
 from memfactory_cli.data.files import DATA_DIR, read_rows_file
 from memfactory_cli.errors import UserError
-from memfactory_cli.io import read_jsonl
 from memfactory_cli.registry import register
 
 
@@ -102,12 +101,13 @@ def from_longmemeval(item: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def from_msc(item: dict[str, Any], where: str, index: int) -> dict[str, Any]:
-    """A ParlAI MSC line (``msc_dialogue/session_N/*.txt``) or a MemGPT MSC-Self-Instruct row.
+    """A MemGPT MSC-Self-Instruct row (a ParlAI MSC line with ``self_instruct``: {B: question, A: answer}).
 
-    The earlier sessions are the haystack. With ``self_instruct`` ({B: question, A: answer}) the row is MemGPT's
-    deep-memory QA; otherwise the task is RMM's personalised response: the question is the last turn before the
-    final one of the current session and the reference is that final reply. MSC marks no evidence, so Recall@K is
-    not defined for it.
+    The earlier sessions are the haystack and the row is MemGPT's deep-memory QA. MSC marks no evidence, so
+    Recall@K is not defined for it. A plain MSC line (RMM's personalised *response generation*) is refused: that
+    task is scored by METEOR and BERTScore against a full reply, with the current session as context, and neither
+    metric is available offline here (nltk's METEOR needs WordNet data, BERTScore a RoBERTa-large download);
+    boxed EM/F1 of a five-word answer against a full reply would read about 0 by construction.
     """
     previous = item.get("previous_dialogs")
     if not isinstance(previous, list):
@@ -124,10 +124,10 @@ def from_msc(item: dict[str, Any], where: str, index: int) -> dict[str, Any]:
     instruct = item.get("self_instruct")
     if isinstance(instruct, dict) and "A" in instruct and "B" in instruct:
         return {"id": rid, "question": instruct["B"], "answers": [instruct["A"]], "question_type": "msc_self_instruct", "sessions": sessions}
-    dialog = item.get("dialog")
-    if not isinstance(dialog, list) or len(dialog) < 2:
-        raise UserError(f"{where}: MSC row needs a current 'dialog' of at least two turns (or 'self_instruct')")
-    return {"id": rid, "question": dialog[-2].get("text", ""), "answers": [dialog[-1].get("text", "")], "question_type": "msc_response", "sessions": sessions}
+    raise UserError(
+        f"{where}: MSC response generation is not supported (it needs METEOR / BERTScore, see docs/rmm.md); "
+        "MemGPT's MSC-Self-Instruct rows (with 'self_instruct') are"
+    )
 
 
 def from_conversation_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -305,12 +305,3 @@ def longmemeval_s_train(cfg: DataConfig) -> list[dict[str, Any]]:
 def longmemeval_s_test(cfg: DataConfig) -> list[dict[str, Any]]:
     """LongMemEval-S, every fifth question (100), for RMM's reranker."""
     return _every_fifth(longmemeval_items("s"), test=True)
-
-
-@register("dataset", "msc_test")
-def msc_test(cfg: DataConfig) -> list[dict[str, Any]]:
-    """MSC session-5 test dialogues, personalised next reply (data/msc_dialogue/session_5/test.txt)."""
-    path = DATA_DIR / "msc_dialogue" / "session_5" / "test.txt"
-    if not path.is_file():
-        raise UserError(f"msc_test: put ParlAI's msc_dialogue/ folder in {DATA_DIR}/ (it holds session_5/test.txt)")
-    return read_jsonl(path)  # ParlAI MSC ``*.txt`` files hold one JSON object per line

@@ -34,7 +34,7 @@ from memfactory_cli.registry import register
 
 SPLITS = {"train": slice(0, 1), "val": slice(1, 2), "test": slice(2, 10)}
 _SESSION = re.compile(r"session_(\d+)")
-_EVIDENCE = re.compile(r"D(\d+):(\d+)")
+_EVIDENCE = re.compile(r"D:?(\d+):(\d+)")  # LoCoMo also writes "D30:05" and "D:11:26"
 
 
 def read_locomo(path: str | Path) -> list[dict[str, Any]]:
@@ -79,7 +79,7 @@ def convert(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
             evidence = q.get("evidence") or []
             evidence = [evidence] if isinstance(evidence, str) else evidence
-            ids = [f"D{a}:{b}" for e in evidence for a, b in _EVIDENCE.findall(str(e))]
+            ids = [f"D{int(a)}:{int(b)}" for e in evidence for a, b in _EVIDENCE.findall(str(e))]
             qa.append({"question": str(q["question"]), "answers": [str(q["answer"])], "category": category, "evidence": ids})
         out.append({"id": cid, "speakers": speakers, "turns": turns, "qa": qa})
     return out

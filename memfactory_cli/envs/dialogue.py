@@ -15,10 +15,14 @@ from memfactory_cli.data import dialogues
 from memfactory_cli.data.sources import load_split
 from memfactory_cli.errors import UserError
 from memfactory_cli.registry import register
+from memfactory_cli.rewards.memory_r1 import gold
 from memfactory_cli.rewards.qa import score_text
 
 ANSWER_METRICS = ("em", "f1")
-RETRIEVAL_METRICS = ("recall@k", "recall@m")
+# LongMemEval's turn- and session-level recall_any / recall_all at the K retrieved and the M kept (agents/rmm.py)
+RETRIEVAL_METRICS = tuple(
+    f"{name}@{at}" for at in ("k", "m") for name in ("recall", "turn_recall_all", "session_recall_any", "session_recall_all")
+)
 
 
 @register("env", "multi_session")
@@ -57,5 +61,7 @@ class MultiSessionEnv:
         return ANSWER_METRICS + RETRIEVAL_METRICS
 
     @staticmethod
-    def score(answer: str, references: list[str], metrics: tuple[str, ...]) -> dict[str, float]:
-        return {name: score_text(name, answer, references) for name in metrics if name in ANSWER_METRICS}
+    def score(answer: str, references: list[str], metrics: tuple[str, ...]) -> dict[str, float | None]:
+        """Answer metrics of the boxed answer; ``None`` when the row has no gold answer to compare with."""
+        refs = gold(references)
+        return {name: score_text(name, answer, refs) if refs else None for name in metrics if name in ANSWER_METRICS}

@@ -19,6 +19,7 @@ from memfactory_cli.config.schema import DataConfig
 from memfactory_cli.data.sources import load_split
 from memfactory_cli.errors import UserError
 from memfactory_cli.registry import register
+from memfactory_cli.rewards.locomo import LOCOMO_METRICS
 from memfactory_cli.rewards.memory_r1 import ANSWER_METRICS, answer_scores
 
 EVENTS = ("ADD", "UPDATE", "DELETE", "NOOP")
@@ -132,6 +133,16 @@ class MemoryBankEnv:
     """Conversation QA rows for the Memory-R1 (and RMM) agents; answers are scored by EM, F1 and BLEU-1."""
 
     group_by = "meta.category"  # `memfactory eval` also reports every metric per LoCoMo category
+    answers_parsed = True  # trajectories carry the parsed final answer (no \boxed{}): the judge takes it as it is
+    # what each metric is, written into summary.json beside the numbers
+    metric_definitions = {
+        "em": "exact match after SQuAD normalisation (rewards/qa.py)",
+        "f1": "SQuAD-style token F1, no stemming",
+        "bleu1": "unigram BLEU over SQuAD-normalised tokens",
+        "locomo_f1": "LoCoMo task_eval/evaluation.py F1: its normalisation, Porter stemming, category 1 split on ',', "
+        "category 3 gold up to ';'",
+        "locomo_bleu1": "unigram BLEU over LoCoMo-normalised, Porter-stemmed tokens (LoCoMo's evaluation has no BLEU)",
+    }
 
     def __init__(self, data: DataConfig):
         self.data = data
@@ -149,10 +160,11 @@ class MemoryBankEnv:
 
     @staticmethod
     def metric_names(rows: list[dict[str, Any]]) -> tuple[str, ...]:
-        return ANSWER_METRICS
+        """SQuAD-style scores from :meth:`score`, LoCoMo's own from the agent's trajectory (they need the category)."""
+        return ANSWER_METRICS + LOCOMO_METRICS
 
     @staticmethod
     def score(answer: str, references: list[str], metrics: tuple[str, ...]) -> dict[str, float]:
         """``answer`` is already the parsed final answer (the Memory-R1 agent strips its distilled memories)."""
         scores = answer_scores(answer, references)
-        return {m: scores[m] for m in metrics}
+        return {m: scores[m] for m in metrics if m in scores}

@@ -54,16 +54,21 @@ RERANK_BODY = "\n\nQuestion: {question}\n\nMemories:\n{memories}\n\nSelected ids
 
 @dataclass
 class MemoryEntry:
-    """One bank entry: a topic summary, the turns it came from, its session, a timestamp and its embedding."""
+    """One bank entry: a topic summary, the turns it came from, its session, a timestamp and its embedding.
+
+    ``order`` is the session's position in the haystack: what "newer" means. Timestamps are display text (LoCoMo's
+    "1:56 pm on 8 May, 2023", MSC's "3 days before"), which does not sort as strings.
+    """
 
     summary: str
     refs: list[str]  # turn ids, "<session id>:<turn index>"
     session_id: str
     timestamp: str
     embedding: Any = None  # 1-D tensor from the frozen embedder
+    order: int = 0
 
     def to_record(self) -> dict[str, Any]:
-        return {"summary": self.summary, "refs": self.refs, "session_id": self.session_id, "timestamp": self.timestamp}
+        return {"summary": self.summary, "refs": self.refs, "session_id": self.session_id, "timestamp": self.timestamp, "order": self.order}
 
 
 @dataclass
@@ -174,7 +179,8 @@ def apply_update(
     """Apply one update decision to ``bank`` in place; returns the indices of the bank entries written.
 
     ``candidates`` maps the prompt's 0-based indices to bank positions. A merge rewrites that entry's summary,
-    unions the turn references, takes the newer timestamp and re-embeds it. ``Add()``, or a reply with no valid
+    unions the turn references, takes the timestamp and session of the later session in haystack order (``order``,
+    never a string comparison of timestamps) and re-embeds it. ``Add()``, or a reply with no valid
     action, appends ``new``. Several merges into the same entry apply in order.
     """
     merges = [a for a in parsed.value if isinstance(a, Merge)] if parsed.ok else []
@@ -188,8 +194,8 @@ def apply_update(
         entry = bank.entries[candidates[action.index]]
         entry.summary = action.summary
         entry.refs = sorted(set(entry.refs) | set(new.refs))
-        entry.timestamp = max(entry.timestamp, new.timestamp)
-        entry.session_id = new.session_id if entry.timestamp == new.timestamp else entry.session_id
+        if new.order >= entry.order:
+            entry.timestamp, entry.session_id, entry.order = new.timestamp, new.session_id, new.order
         written.append(candidates[action.index])
     vectors = embed([bank.entries[i].summary for i in written])
     for i, vector in zip(written, vectors):

@@ -119,6 +119,11 @@ class LinearReranker(torch.nn.Module):
             self.step()
         return float(loss.detach()) * self.config.batch_size
 
+    @property
+    def pending(self) -> int:
+        """Queries whose gradient is accumulated but not yet applied."""
+        return self._pending
+
     def step(self) -> None:
         """Apply the accumulated gradient (also called at the end of training, so no gradient is lost)."""
         if self._pending:

@@ -37,9 +37,17 @@ def bleu1(prediction: str | None, references: list[str]) -> float:
     return max(_bleu1(prediction, r) for r in references)
 
 
-def answer_scores(answer: str | None, references: list[str]) -> dict[str, float]:
-    """Every answer metric of one parsed answer (None = no answer given: all zero)."""
-    refs = [str(r) for r in references]
+def gold(references: list[str]) -> list[str]:
+    """The references that can score an answer: non-empty text (a blank gold answer scores nothing)."""
+    return [str(r) for r in references if str(r).strip()]
+
+
+def answer_scores(answer: str | None, references: list[str]) -> dict[str, float | None]:
+    """Every answer metric of one parsed answer. No answer given (None) is the model's miss: all zero. No gold
+    answer to compare with is no score at all: all ``None``, so a missing reference never reads as a wrong answer."""
+    refs = gold(references)
+    if not refs:
+        return dict.fromkeys(ANSWER_METRICS)
     return {"em": em(answer, refs), "f1": f1(answer, refs), "bleu1": bleu1(answer, refs)}
 
 
@@ -51,7 +59,7 @@ def memory_r1_outcome(prompts, completions, mr1_outcome=None, metric: str = "em"
         raise UserError(f"memory_r1_outcome.metric must be one of {', '.join(ANSWER_METRICS)}, not '{metric}'")
     if mr1_outcome is None:
         return [None] * len(completions)
-    return [None if o is None else float(o[metric]) for o in mr1_outcome]
+    return [None if o is None or o[metric] is None else float(o[metric]) for o in mr1_outcome]
 
 
 @register("reward", "memory_r1_format")

@@ -29,9 +29,39 @@ from typing import Any
 from memfactory_cli.errors import UserError
 
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")
-# What a resumable checkpoint holds besides the weights (written by transformers' Trainer._save_checkpoint).
-STATE_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+# What a resumable checkpoint holds besides the weights and the optimizer (transformers' Trainer._save_checkpoint).
+STATE_FILES = ("trainer_state.json",)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin")
+
+
+def optimizer_layout(path: Path) -> str | None:
+    """Who wrote the checkpoint's optimizer state (transformers' ``_save_optimizer_and_scheduler``), or None.
+
+    ``torch``: ``optimizer.pt`` (one process, DDP); ``deepspeed``: ``latest`` naming a ``global_step*/`` folder of
+    ``*optim_states.pt`` shards (ZeRO-1/2/3); ``fsdp``: ``optimizer*.bin`` (full state dict) or ``optimizer_N/``
+    (sharded state dict).
+    """
+    if (path / "optimizer.pt").is_file():
+        return "torch"
+    latest = path / "latest"
+    if latest.is_file():
+        tag = latest.read_text(encoding="utf-8", errors="replace").strip()
+        if tag and any((path / tag).glob("*optim_states.pt")):
+            return "deepspeed"
+    if any(path.glob("optimizer*.bin")) or any(d.is_dir() and any(d.iterdir()) for d in path.glob("optimizer_*")):
+        return "fsdp"
+    return None
+
+
+def _has_weights(path: Path, layout: str | None) -> bool:
+    if any((path / name).is_file() for name in WEIGHT_FILES):
+        return True
+    if layout == "fsdp":  # pytorch_model_fsdp.bin (full) or pytorch_model_fsdp_0/ (sharded)
+        return any(path.glob("pytorch_model_fsdp*"))
+    if layout == "deepspeed":  # ZeRO-3 without a gathered 16-bit model keeps the weights in its shards only
+        tag = (path / "latest").read_text(encoding="utf-8", errors="replace").strip()
+        return any((path / tag).glob("*model_states.pt"))
+    return False
 
 
 def checkpoint_problem(path: Path) -> str | None:
@@ -39,7 +69,12 @@ def checkpoint_problem(path: Path) -> str | None:
     if not path.is_dir():
         return "not a folder" if path.exists() else "does not exist"
     missing = [name for name in STATE_FILES if not (path / name).is_file()]
-    if not any((path / name).is_file() for name in WEIGHT_FILES):
+    layout = optimizer_layout(path)
+    if layout is None:
+        missing.append("optimizer state (optimizer.pt, DeepSpeed latest + global_step*/, or FSDP optimizer*)")
+    elif layout != "deepspeed" and not (path / "scheduler.pt").is_file():  # DeepSpeed may keep it in its shards
+        missing.append("scheduler.pt")
+    if not _has_weights(path, layout):
         missing.append("model weights")
     if not any(path.glob("rng_state*.pth")):
         missing.append("rng_state.pth")

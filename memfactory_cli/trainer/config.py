@@ -59,9 +59,33 @@ def batch_layout(cfg: RecipeConfig, world_size: int = 1) -> dict[str, int]:
     if rest or per_device == 0:
         raise UserError(
             f"questions_per_step x num_generations = {slots} trajectories must split evenly over "
-            f"{world_size} process(es) x {t.gradient_accumulation_steps} accumulation steps"
+            f"{world_size} process(es) x {t.gradient_accumulation_steps} accumulation steps; nearest valid: "
+            + " or ".join(nearest_batch_settings(cfg, world_size))
         )
     return {"per_device_train_batch_size": per_device, "slots": slots}
+
+
+def nearest_batch_settings(cfg: RecipeConfig, world_size: int) -> list[str]:
+    """The closest ``gradient_accumulation_steps``, and the closest ``questions_per_step``, that split evenly.
+
+    ``processes x accumulation`` must divide ``questions x G``: the accumulation must divide the trajectories per
+    process (none does when the processes do not divide them), and the questions must be a multiple of
+    ``processes x accumulation / gcd(that, G)``.
+    """
+    import math
+
+    t = cfg.trainer
+    slots, ga, q = t.questions_per_step * t.num_generations, t.gradient_accumulation_steps, t.questions_per_step
+    options = []
+    if slots % world_size == 0:
+        per_process = slots // world_size
+        divisors = [d for d in range(1, per_process + 1) if per_process % d == 0]
+        best = min(divisors, key=lambda d: (abs(d - ga), d))
+        options.append(f"trainer.gradient_accumulation_steps={best}")
+    unit = world_size * ga // math.gcd(world_size * ga, t.num_generations)
+    below, above = (q // unit) * unit, (q // unit + 1) * unit
+    options.append(f"trainer.questions_per_step={below if below and q - below <= above - q else above}")
+    return options
 
 
 def world_size() -> int:

@@ -234,6 +234,39 @@ class MemGRPOTrainer(GRPOTrainer):
             with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
                 return self._get_per_token_logps_and_entropies(self.model, ids, mask, keep, batch_size=batch)[0]
 
+    def _memory_row_logps(
+        self, out: dict[str, Any], prompts: list[list[int]], completions: list[list[int]], device: torch.device
+    ) -> dict[str, torch.Tensor]:
+        """Old/reference log-probs of this rank's memory rows, for the keys TRL computed for the final rows.
+
+        Under ZeRO-3 / FSDP every forward is a collective (it gathers each layer's parameters), and ranks hold
+        different numbers of memory rows (one per chunk of their documents). So every rank first agrees on the
+        largest count and pads its rows with copies of one row (a rank without memory rows uses its first final
+        turn) up to it: all ranks run the same number of forwards, and the copies' results are dropped.
+        """
+        keys = (("old_per_token_logps", "old"), ("ref_per_token_logps", "ref"))
+        wanted = [(key, which) for key, which in keys if out.get(key) is not None]
+        if not wanted:
+            return {}
+        n = len(prompts)
+        count = int(self.accelerator.gather(torch.tensor([n], device=device)).max())
+        if count == 0:
+            return {}
+        if n:
+            filler = (prompts[0], completions[0])
+        else:
+            turn = self._trajectories[0].turns[-1]
+            filler = (turn.prompt_ids, turn.completion_ids)
+        prompts = prompts + [filler[0]] * (count - n)
+        completions = completions + [filler[1]] * (count - n)
+        pad_id = self._tokenizer.pad_token_id
+        completion = _pad(completions, pad_id, "right")
+        ids = torch.cat([_pad(prompts, pad_id, "left"), completion], dim=1).to(device)
+        mask = torch.cat(
+            [_pad([[1] * len(p) for p in prompts], 0, "left"), _pad([[1] * len(c) for c in completions], 0, "right")], dim=1
+        ).to(device)
+        return {key: self._memory_logps(which, ids, mask, completion.size(1))[:n] for key, which in wanted}
+
     def _expand_rows(self, out: dict[str, Any]) -> dict[str, Any]:
         if "importance_sampling_ratio" in out or "sampling_per_token_logps" in out:  # trainer/config.py turns it off
             raise NotImplementedError("vLLM importance-sampling correction is not supported for memory rows")
@@ -247,6 +280,7 @@ class MemGRPOTrainer(GRPOTrainer):
                     prompts.append(turn.prompt_ids)
                     completions.append(turn.completion_ids)
         n_final = out["prompt_ids"].size(0)
+        logps = self._memory_row_logps(out, prompts, completions, device)
         if slots:
             mem_prompt = _pad(prompts, pad_id, "left").to(device)
             mem_prompt_mask = _pad([[1] * len(p) for p in prompts], 0, "left").to(device)
@@ -254,12 +288,6 @@ class MemGRPOTrainer(GRPOTrainer):
             mem_completion_mask = _pad([[1] * len(c) for c in completions], 0, "right").to(device)
             p_width = max(mem_prompt.size(1), out["prompt_ids"].size(1))
             c_width = max(mem_completion.size(1), out["completion_ids"].size(1))
-            logps = {}
-            for key, which in (("old_per_token_logps", "old"), ("ref_per_token_logps", "ref")):
-                if out.get(key) is not None:
-                    ids = torch.cat([mem_prompt, mem_completion], dim=1)
-                    mask = torch.cat([mem_prompt_mask, mem_completion_mask], dim=1)
-                    logps[key] = self._memory_logps(which, ids, mask, mem_completion.size(1))
             index = torch.tensor(slots, device=device)
             for key, new, value, side in (
                 ("prompt_ids", mem_prompt, pad_id, "left"),

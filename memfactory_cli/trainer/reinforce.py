@@ -61,14 +61,14 @@ class ReinforceTrainer:
         trajectories = self.agent.rollout(self.agent.episodes([self.rows[i] for i in indices]), self.sampler)
         rolled = time.perf_counter()
         learned = self.agent.learn(trajectories)
-        answers = [self.env.score(tr.answer, tr.episode.row["answers"], ("em", "f1")) for tr in trajectories]
+        scored = [self.env.score(tr.answer, tr.episode.row["answers"], ("em", "f1")) for tr in trajectories]
+        answers = [a for a in scored if None not in a.values()]  # a row without gold has no score, not 0
         self.rollouts.write(step, trajectories)
         return {
             "step": step,
             **learned,
             **self.agent.rollout_metrics(trajectories),
-            "answer/em": sum(a["em"] for a in answers) / len(answers),
-            "answer/f1": sum(a["f1"] for a in answers) / len(answers),
+            **({"answer/em": sum(a["em"] for a in answers) / len(answers), "answer/f1": sum(a["f1"] for a in answers) / len(answers)} if answers else {}),
             "time/generate_s": rolled - start,
             "time/update_s": time.perf_counter() - rolled,
         }

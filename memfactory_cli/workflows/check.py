@@ -21,6 +21,7 @@ from memfactory_cli.config import RecipeConfig, load_recipe, to_yaml
 from memfactory_cli.config.loader import recipe_data, unknown_keys
 from memfactory_cli.errors import UserError
 from memfactory_cli.registry import registry
+from memfactory_cli.workflows import launch
 
 MODES = ("train", "eval", "all")
 ESTIMATE_ROWS = 64  # training rows tokenised for the question-length and rows-per-step estimates
@@ -127,14 +128,15 @@ def _reward_problems(report: CheckReport, cfg: RecipeConfig) -> None:
 
 
 def _trainer_problems(report: CheckReport, cfg: RecipeConfig) -> None:
-    from memfactory_cli.trainer.config import batch_layout, world_size
+    from memfactory_cli.trainer.config import batch_layout
 
     t = cfg.trainer
-    layout = report.attempt(batch_layout, cfg, world_size())
+    world = report.attempt(launch.world_size, cfg)  # the processes `train` will run, before it launches them
+    layout = report.attempt(batch_layout, cfg, world) if world is not None else None
     if layout is not None:
         report.facts["batch"] = (
             f"{t.questions_per_step} questions x {t.num_generations} = {layout['slots']} trajectories "
-            f"({layout['per_device_train_batch_size']} per micro-batch)"
+            f"over {world} process(es) ({layout['per_device_train_batch_size']} per micro-batch)"
         )
     for name in ("learning_rate", "logging_steps", "num_iterations"):
         if getattr(t, name) <= 0:
@@ -210,10 +212,12 @@ def run_checks(
         raise ValueError(mode)
     report = CheckReport(cfg=cfg)
     training = mode in ("train", "all")
-    report.attempt(resolve_device, cfg.trainer.device)  # the allowed values are the schema's; this checks the machine
+    device = report.attempt(resolve_device, cfg.trainer.device)  # allowed values: the schema's; this checks the machine
     rows: list[dict[str, Any]] = []
     if training:
         _trainer_problems(report, cfg)
+        if device is not None and (problem := report.attempt(launch.sharding_problem, cfg, device)):
+            report.problems.append(problem)
         env = report.attempt(lambda: registry("env").get(cfg.env.name)(cfg.data))
         if env is not None:
             rows = report.attempt(env.rows, "train") or []

@@ -24,7 +24,7 @@ from memfactory_cli.generation.base import SamplingParams
 from memfactory_cli.io import append_jsonl, atomic_write_text, cut_torn_tail, ensure_writable_dir, read_jsonl
 from memfactory_cli.report.retention import summarise_records
 from memfactory_cli.workflows.common import build_env, inference_model, load_policy, make_generator
-from memfactory_cli.workflows.evaluate import rollout_pairs, summarise, summarise_groups
+from memfactory_cli.workflows.evaluate import rollout_pairs, summarise, summarise_groups, unscored
 
 Key = tuple[str, str, int, int]
 
@@ -115,11 +115,16 @@ def _judge_identity(options: dict[str, Any] | None) -> dict[str, Any] | None:
     return {"backend": judge.backend, "model": judge.model, "template": judge.template}
 
 
-def _judge_scores(rows: list[dict[str, Any]], options: dict[str, Any], ruler: bool) -> list[float | None]:
+def _judge_scores(rows: list[dict[str, Any]], options: dict[str, Any], env: Any, ruler: bool) -> list[float | None]:
+    """Judge verdicts; an env whose answers are already parsed (``answers_parsed``: Memory-R1's text after
+    ``**Answer:**``) is judged on that answer, never asked for a ``\\boxed{}`` it cannot have."""
     from memfactory_cli.rewards.judge import judge_texts
 
     args = {"match": "all" if ruler else "any", **options}
-    scores, _, _ = judge_texts([r["answer"] for r in rows], [r["answers"] for r in rows], [r["question"] for r in rows], **args)
+    if getattr(env, "answers_parsed", False):
+        args["require_boxed"] = False
+    tasks = ["abstention" if r.get("abstention") else r.get("question_type") for r in rows]  # the longmemeval template's
+    scores, _, _ = judge_texts([r["answer"] for r in rows], [r["answers"] for r in rows], [r["question"] for r in rows], tasks=tasks, **args)
     return scores
 
 
@@ -146,7 +151,7 @@ def evaluate_set(
     batch = max(1, cfg.eval.questions_per_rollout) * k
     for records in rollout_pairs(agent, env, rows, generator, missing, base_metrics, batch):
         if cfg.eval.judge:
-            for r, score in zip(records, _judge_scores(records, dict(cfg.eval.judge), "string_match_all" in base_metrics)):
+            for r, score in zip(records, _judge_scores(records, dict(cfg.eval.judge), env, "string_match_all" in base_metrics)):
                 r["scores"]["judge"] = score
         log.append([{"set": set_name, "model": label, **r} for r in records])
         progress(f"{set_name} x {label}: {len(log.select(set_name, label))}/{total} rows ({time.perf_counter() - start:.1f} s)")
@@ -154,6 +159,8 @@ def evaluate_set(
     _, summary = summarise(done, metrics, len(rows), k)
     group_by = env.group_by  # e.g. LoCoMo's category: every metric per group too
     groups = {"by": group_by, "groups": summarise_groups(done, rows, metrics, k, group_by)} if group_by else None
+    report = getattr(agent, "eval_report", None)  # e.g. RMM online: the running recall over the test stream
+    agent_report = report(done) if report is not None else None
     retention = summarise_records(done)
     return {
         "set": set_name,
@@ -165,7 +172,10 @@ def evaluate_set(
         "source": set_source(set_name),
         "sampling": dataclasses.asdict(generator.sampling),
         "judge": _judge_identity(cfg.eval.judge),
+        "unscored": unscored(done, metrics),
+        **({"metric_definitions": env.metric_definitions} if hasattr(env, "metric_definitions") else {}),
         **({"by_group": groups} if groups else {}),
+        **({"agent_report": agent_report} if agent_report else {}),
         **({"retention": retention} if retention else {}),
     }
 

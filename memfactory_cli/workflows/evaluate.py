@@ -76,6 +76,13 @@ def summarise(
     return per_question, summary
 
 
+def unscored(records: list[dict[str, Any]], metrics: tuple[str, ...]) -> dict[str, int]:
+    """Per metric, the rows that have no score (``None`` or absent: no judge verdict, no gold, no retrieval); a
+    summary reports them beside the means, so a missing score is never mistaken for a low one."""
+    counts = {m: sum(r["scores"].get(m) is None for r in records) for m in metrics}
+    return {m: n for m, n in counts.items() if n}
+
+
 def field_of(row: dict[str, Any], path: str) -> Any:
     """A row's value at a dotted path (``meta.category``), or None."""
     value: Any = row
@@ -111,7 +118,10 @@ def evaluate_rows(
     pairs = [(q, s) for q in range(len(rows)) for s in range(k)]
     records = [r for batch in rollout_pairs(agent, env, rows, generator, pairs, metrics, batch_questions * k) for r in batch]
     per_question, summary = summarise(records, metrics, len(rows), k)
-    out = {"n": len(rows), "k": k, "metrics": summary, "per_question": per_question, "records": records, "retention": summarise_records(records)}
+    out = {
+        "n": len(rows), "k": k, "metrics": summary, "unscored": unscored(records, metrics), "per_question": per_question,
+        "records": records, "retention": summarise_records(records),
+    }
     if env.group_by:
         out["by_group"] = {"by": env.group_by, "groups": summarise_groups(records, rows, metrics, k, env.group_by)}
     return out
@@ -132,6 +142,8 @@ def before_after(before: dict[str, Any], after: dict[str, Any], train_seconds: f
         if m in after["metrics"] and (d := paired_delta(before["per_question"], after["per_question"], m)) is not None:
             deltas[m] = d
     summary = {"n": before["n"], "train_seconds": train_seconds, "before": before["metrics"], "after": after["metrics"], "delta": deltas}
+    if before.get("unscored") or after.get("unscored"):  # rows without a score (no gold, no verdict), per metric
+        summary["unscored"] = {"before": before.get("unscored", {}), "after": after.get("unscored", {})}
     if "by_group" in after:
         summary.update(before_by_group=before.get("by_group"), after_by_group=after["by_group"])
     if before.get("retention") or after.get("retention"):  # answer retention (report.retention) of both evals

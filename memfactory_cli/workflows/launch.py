@@ -24,6 +24,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from memfactory_cli.config.schema import LaunchConfig, RecipeConfig
 from memfactory_cli.errors import UserError
@@ -74,6 +75,12 @@ def topology(cfg: LaunchConfig, env: Mapping[str, str] = os.environ) -> Topology
     return topo
 
 
+def world_size(cfg: RecipeConfig, env: Mapping[str, str] = os.environ) -> int:
+    """The processes this run trains with: the launcher's ``WORLD_SIZE`` inside a launched process, else the
+    processes ``memfactory train`` will launch (``launch.num_processes`` x nodes)."""
+    return _env_int(env, "WORLD_SIZE", 1) if launched(env) else topology(cfg.launch, env).world_size
+
+
 def launched(env: Mapping[str, str] = os.environ) -> bool:
     """True inside a process started by torchrun / accelerate launch."""
     return "LOCAL_RANK" in env or _env_int(env, "WORLD_SIZE", 1) > 1
@@ -95,6 +102,26 @@ def accelerate_config(name: str) -> Path:
     if not path.is_file():
         raise UserError(f"launch.config_file '{name}' is neither one of {', '.join(ACCELERATE_CONFIGS)} nor a file")
     return path
+
+
+def sharding_problem(cfg: RecipeConfig, device: str, env: Mapping[str, str] = os.environ) -> str | None:
+    """Why the recipe's sharded accelerate config would not shard, or None.
+
+    accelerate turns a DeepSpeed or FSDP config into DeepSpeed / FSDP only on accelerators: several CPU processes
+    with ``zero3`` or ``fsdp2`` silently train plain DDP. Checked before launch (a launched process is past it).
+    """
+    import yaml
+
+    if device != "cpu" or launched(env) or topology(cfg.launch, env).world_size == 1:
+        return None
+    path = accelerate_config(cfg.launch.config_file)
+    kind = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("distributed_type")
+    if kind not in ("DEEPSPEED", "FSDP"):
+        return None
+    return (
+        f"launch.config_file={cfg.launch.config_file} ({kind}) shards only on GPUs: on CPU processes accelerate trains "
+        "plain DDP; use launch.config_file=ddp, or trainer.device=cuda"
+    )
 
 
 def launch_command(
@@ -155,41 +182,126 @@ def relaunch(cfg: RecipeConfig, recipe: str | None, overrides: list[str], resume
 # -- inside the launched processes ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where one launched process runs: its process-group backend and its torch device."""
+
+    backend: str
+    device: str
+
+
+def placement(device: str, env: Mapping[str, str], gpus: int) -> Placement:
+    """nccl on ``cuda:LOCAL_RANK`` for a CUDA run, gloo on the CPU otherwise.
+
+    ``device`` is the run's resolved ``trainer.device`` and ``gpus`` the GPUs this node shows; a pure function, so
+    the choice is tested without GPUs.
+    """
+    if device != "cuda":
+        return Placement("gloo", "cpu")
+    local = _env_int(env, "LOCAL_RANK", 0)
+    if not 0 <= local < gpus:
+        raise UserError(f"process LOCAL_RANK={local} has no GPU of its own: this node shows {gpus} GPU(s)")
+    return Placement("nccl", f"cuda:{local}")
+
+
+def bind_process(device: str) -> Placement:
+    """Put this process on its device, then start the process group there; before any model or state exists.
+
+    accelerate's process-wide ``PartialState`` keeps the first backend it is created with (and transformers' later
+    reset never replaces the process group), so it is created here, once, from the run's device: a GPU rank that
+    first met a ``PartialState(cpu=True)`` ran every collective through gloo and loaded its model onto cuda:0.
+    """
+    import torch
+
+    place = placement(device, os.environ, torch.cuda.device_count() if device == "cuda" else 0)
+    if not distributed():
+        return place
+    if place.device != "cpu":
+        torch.cuda.set_device(place.device)  # `.to("cuda")` in load_model now means this rank's GPU
+    from accelerate import PartialState
+
+    state = PartialState(cpu=place.device == "cpu")
+    if place.backend not in str(state.backend):
+        raise RuntimeError(f"process group is '{state.backend}', expected '{place.backend}' for {place.device}")
+    return place
+
+
+def single_gpu_pin(cfg: RecipeConfig, env: Mapping[str, str], gpus: int) -> str | None:
+    """The ``CUDA_VISIBLE_DEVICES`` that keeps a one-process, unlaunched CUDA run on one GPU, or None to leave it.
+
+    With several GPUs visible, transformers counts them all (``n_gpu``) and TRL refuses ``nn.DataParallel``, after
+    the model has loaded; one process means one GPU, the first visible one.
+    """
+    if gpus <= 1 or cfg.trainer.device == "cpu" or launched(env) or topology(cfg.launch, env).world_size > 1:
+        return None
+    visible = env.get("CUDA_VISIBLE_DEVICES", "")
+    return visible.split(",")[0].strip() if visible else "0"
+
+
+def pin_single_gpu(cfg: RecipeConfig) -> None:
+    """Apply :func:`single_gpu_pin` before anything initialises CUDA (``torch.cuda.device_count`` reads NVML)."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    pin = single_gpu_pin(cfg, os.environ, gpus)
+    if pin is None:
+        return
+    os.environ["CUDA_VISIBLE_DEVICES"] = pin
+    if torch.cuda.device_count() != 1:  # CUDA was initialised already: the variable no longer applies
+        raise UserError(
+            f"{gpus} GPUs are visible to a one-process run; set CUDA_VISIBLE_DEVICES=0 for one GPU, "
+            f"or launch.num_processes={gpus} to train on all of them"
+        )
+    print(
+        f"memfactory: {gpus} GPUs visible, launch.num_processes=1: training on GPU {pin} "
+        f"(launch.num_processes={gpus} uses them all)",
+        flush=True,
+    )
+
+
 def distributed() -> bool:
     return _env_int(os.environ, "WORLD_SIZE", 1) > 1
 
 
-def _state(device: str = "cpu"):
+def _state():
+    """accelerate's ``PartialState``, which :func:`bind_process` created for the run's device."""
     from accelerate import PartialState
 
-    return PartialState(cpu=device == "cpu")
+    if not PartialState._shared_state:
+        raise RuntimeError("launch.bind_process(device) must run before the process group is used")
+    return PartialState()
 
 
 def is_main_process() -> bool:
-    return not distributed() or _state().is_main_process
+    """Rank 0 (the launcher's ``RANK``), known without a process group."""
+    return _env_int(os.environ, "RANK", 0) == 0
 
 
 @contextlib.contextmanager
-def main_process_first(device: str) -> Iterator[bool]:
+def main_process_first() -> Iterator[bool]:
     """Rank 0 runs the block first (filling caches), then the others; yields whether this is rank 0."""
     if not distributed():
         yield True
         return
-    state = _state(device)
+    state = _state()
     with state.main_process_first():
         yield state.is_main_process
 
 
-def record_launch(run_dir: Path) -> None:
-    """``launch.json`` in the run folder: how many processes of which kind trained it (rank 0, distributed only)."""
+def record_launch(run_dir: Path, state: Any) -> None:
+    """``launch.json`` in the run folder: how many processes of which kind trained it (rank 0, distributed only).
+
+    ``state`` is the trainer's ``AcceleratorState``: only the Accelerator knows whether the run is DDP, DeepSpeed or
+    FSDP.
+    """
     if not distributed():
         return
-    state = _state()
     info = {
         "num_processes": state.num_processes,
         "nnodes": _env_int(os.environ, "NNODES", 1),
         "distributed_type": str(state.distributed_type).rsplit(".", 1)[-1],
         "backend": state.backend,
+        "device": str(state.device).split(":")[0],
         "launcher": os.environ.get("MEMFACTORY_LAUNCHER", "external"),
     }
     atomic_write_text(run_dir / "launch.json", json.dumps(info, indent=2))

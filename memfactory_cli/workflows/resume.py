@@ -16,6 +16,7 @@ from memfactory_cli.errors import UserError
 from memfactory_cli.io import atomic_write_text
 from memfactory_cli.trainer.checkpoints import (
     CHECKPOINT,
+    checkpoint_problem,
     checkpoint_step,
     complete_checkpoints,
     remove_staging,
@@ -25,8 +26,15 @@ from memfactory_cli.trainer.checkpoints import (
 
 LOGS = ("metrics.jsonl", "rollouts.jsonl")
 FRESH_RUN_STALE = (*LOGS, "eval_before.json", "eval_before_after.json")
-# Settings a resumed run may change: how long it runs and what it logs, not what it learns.
-RESUMABLE_CHANGES = ("trainer.max_steps", "trainer.save_steps", "trainer.eval_before_after", "output.keep_last", "logging.")
+# Settings a resumed run may change: how long it runs, what it logs and where its processes meet, not what it learns.
+RESUMABLE_CHANGES = (
+    "trainer.max_steps",
+    "trainer.save_steps",
+    "trainer.eval_before_after",
+    "output.keep_last",
+    "logging.",
+    "launch.main_process_port",
+)
 
 
 def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
@@ -51,11 +59,11 @@ def changed_settings(saved: RecipeConfig, now: RecipeConfig) -> list[str]:
 def resume_problems(cfg: RecipeConfig, resume: str | None) -> tuple[list[str], Path | None]:
     """Problems with ``--resume`` (or with starting fresh over a run), and the checkpoint to resume from."""
     run_dir = Path(cfg.output.dir)
+    existing = sorted((int(m.group(1)), p) for p in _entries(run_dir) if (m := CHECKPOINT.fullmatch(p.name)))
     if resume is None:
-        existing = sorted((int(m.group(1)), p.name) for p in _entries(run_dir) if (m := CHECKPOINT.fullmatch(p.name)))
         if existing:
             return [
-                f"output.dir {run_dir} already holds checkpoints (newest {existing[-1][1]}); continue that run with "
+                f"output.dir {run_dir} already holds checkpoints (newest {existing[-1][1].name}); continue that run with "
                 "--resume auto, or choose another output.dir"
             ], None
         return [], None
@@ -64,6 +72,13 @@ def resume_problems(cfg: RecipeConfig, resume: str | None) -> tuple[list[str], P
     except UserError as exc:
         return [str(exc)], None
     if checkpoint is None:
+        if existing:  # starting again at step 0 would silently throw those steps away
+            newest = existing[-1][1]
+            return [
+                f"--resume auto: no complete checkpoint in {run_dir}, though it holds {len(existing)} checkpoint "
+                f"folder(s): {newest.name} is {checkpoint_problem(newest)}; resume from a complete one with "
+                "--resume PATH, or choose another output.dir"
+            ], None
         return [], None
     saved = checkpoint.parent / "config.yaml"
     if saved.is_file():
@@ -75,7 +90,7 @@ def resume_problems(cfg: RecipeConfig, resume: str | None) -> tuple[list[str], P
             return [
                 f"--resume: the recipe differs from the one {checkpoint.parent} was trained with in "
                 f"{', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}; only trainer.max_steps, "
-                "trainer.save_steps, output.keep_last and logging.* may change on resume"
+                "trainer.save_steps, output.keep_last, logging.* and launch.main_process_port may change on resume"
             ], checkpoint
     return [], checkpoint
 

@@ -65,11 +65,11 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
     registry("agent").get(cfg.agent.name)
     registry("env").get(cfg.env.name)
     run_dir = ensure_writable_dir(Path(cfg.output.dir))
-    with launch.main_process_first(device) as main_process:  # rank 0 fills the caches, then the others read them
+    launch.bind_process(device)  # the process group and this rank's GPU, before anything loads
+    with launch.main_process_first() as main_process:  # rank 0 fills the caches, then the others read them
         model_path = resolve_model_path(cfg.model.name_or_path)
         if main_process:
             prepare_run_dir(run_dir, cfg, checkpoint)
-            launch.record_launch(run_dir)
         env = build_env(cfg)
         train_rows = env.rows("train")
         eval_rows = env.rows("eval") if cfg.trainer.eval_before_after else []
@@ -100,6 +100,8 @@ def build(cfg: RecipeConfig, rollout_sink: Any = None, checkpoint: Path | None =
     )
     for cb in (PrinterCallback, HFProgress):
         trainer.remove_callback(cb)
+    if launch.is_main_process():
+        launch.record_launch(run_dir, trainer.accelerator.state)
     return TrainingRun(cfg, run_dir, tokenizer, agent, env, trainer, eval_rows, checkpoint)
 
 
@@ -131,6 +133,7 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
     from memfactory_cli.workflows.check import run_checks
 
     cfg = load_recipe(recipe, overrides)
+    launch.pin_single_gpu(cfg)  # before the checks initialise CUDA
     report = run_checks(cfg, "train", resume=resume)
     if launch.is_main_process():
         print(report.summary())
@@ -141,7 +144,7 @@ def run(recipe: str, overrides: list[str], resume: str | None = None) -> Path:
     if launch.should_launch(cfg):
         return launch.relaunch(cfg, recipe, overrides, resume)
     if resume == "auto" and report.checkpoint is None and launch.is_main_process():
-        print(f"note: no complete checkpoint in {cfg.output.dir} yet; starting from step 0")
+        print(f"note: no checkpoint in {cfg.output.dir} yet; starting from step 0")
     training = build(cfg, checkpoint=report.checkpoint)
     before = _before_eval(training)
     start = time.perf_counter()
@@ -184,6 +187,10 @@ def run_reinforce(cfg: RecipeConfig) -> Path:
     model = policy.load(frozen=True)
     sampler = HFGenerator(model, tokenizer, training_sampling(cfg.generation), max_batch=cfg.eval.batch_size)
     greedy = eval_generator(model, tokenizer, cfg.eval)
+    if hasattr(agent, "reflector"):  # RMM: the frozen LLM reflects each conversation once, greedily, for train and eval
+        agent.reflector = greedy
+    if hasattr(agent, "online"):  # the before/after eval measures the weights as trained; `memfactory eval` adapts online
+        agent.online = False
     trainer = ReinforceTrainer(cfg, agent, env, train_rows, sampler, run_dir)
     before = evaluate_rows(agent, env, eval_rows, greedy, batch_questions=cfg.eval.batch_size) if eval_rows else None
     start = time.perf_counter()

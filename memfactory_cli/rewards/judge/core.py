@@ -84,19 +84,23 @@ class Judge:
         c = self.config
         return {"backend": c.backend, "model": c.model, "template": self.template_key, "base_url": c.base_url}
 
-    def judge(self, questions: list[str], references: list[list[str]], predictions: list[str]) -> JudgeReport:
-        """A verdict for each prediction against all of its references."""
+    def judge(
+        self, questions: list[str], references: list[list[str]], predictions: list[str], tasks: list[str | None] | None = None
+    ) -> JudgeReport:
+        """A verdict for each prediction against all of its references; ``tasks`` picks a per-task prompt (the
+        ``longmemeval`` template's question types) and is part of the cache key."""
+        tasks = list(tasks) if tasks is not None else [None] * len(questions)
         keys = [
-            cache_key(self.backend.identity, self.template_key, q, refs, p)
-            for q, refs, p in zip(questions, references, predictions)
+            cache_key(self.backend.identity, self.template_key, q if t is None else f"[{t}] {q}", refs, p)
+            for q, refs, p, t in zip(questions, references, predictions, tasks)
         ]
         known: dict[str, bool | None] = dict(self.cache.get_many(sorted(set(keys)))) if self.cache is not None else {}
         report = JudgeReport([None] * len(keys), asked=len(keys))
         report.cache_hits = sum(k in known for k in keys)
-        todo = {k: (q, tuple(r), p) for k, q, r, p in zip(keys, questions, references, predictions) if k not in known}
+        todo = {k: (q, tuple(r), p, t) for k, q, r, p, t in zip(keys, questions, references, predictions, tasks) if k not in known}
         groups: dict[Any, list[str]] = {}
-        for key, (question, refs, _) in todo.items():
-            groups.setdefault((question, refs) if self.template.groupwise else key, []).append(key)
+        for key, (question, refs, _, task) in todo.items():
+            groups.setdefault((question, refs, task) if self.template.groupwise else key, []).append(key)
         if groups:
             conversations = [self._conversation([todo[k] for k in group]) for group in groups.values()]
             budget = self.config.max_tokens or self.template.budget(max(len(g) for g in groups.values()))
@@ -125,15 +129,21 @@ class Judge:
         )
         return report
 
-    def _conversation(self, items: list[tuple[str, tuple[str, ...], str]]) -> list[dict[str, str]]:
-        """One prompt for predictions that share a question and references (exactly one unless groupwise)."""
-        question, refs, _ = items[0]
-        return self.template.messages(question, list(refs), [p for _, _, p in items], self.config.match)
+    def _conversation(self, items: list[tuple[str, tuple[str, ...], str, str | None]]) -> list[dict[str, str]]:
+        """One prompt for predictions that share a question, references and task (exactly one unless groupwise)."""
+        question, refs, _, task = items[0]
+        return self.template.messages(question, list(refs), [p for _, _, p, _ in items], self.config.match, task)
 
     def score_completions(
-        self, questions: list[str], references: list[list[str]], completions: list[Any], require_boxed: bool = True
+        self,
+        questions: list[str],
+        references: list[list[str]],
+        completions: list[Any],
+        require_boxed: bool = True,
+        tasks: list[str | None] | None = None,
     ) -> tuple[list[float | None], JudgeReport]:
-        """Scores for model replies: no boxed answer is a wrong answer (0.0, no call), no references is ``None``.
+        """Scores for model replies: no boxed answer is a wrong answer (0.0, no call), no (non-blank) reference is
+        ``None``.
 
         With ``require_boxed=False`` an unboxed reply is judged whole (after any thinking), as RULER scoring does.
         The prediction goes to the judge on one line, so a policy cannot forge new sections of the judge prompt.
@@ -142,7 +152,7 @@ class Judge:
         ask: list[int] = []
         predictions: list[str] = []
         for i, completion in enumerate(completions):
-            if not references[i]:
+            if not any(str(r).strip() for r in references[i]):
                 continue
             prediction = extract_answer(completion)
             if prediction is None and not require_boxed:
@@ -153,7 +163,9 @@ class Judge:
                 continue
             ask.append(i)
             predictions.append(prediction)
-        report = self.judge([questions[i] for i in ask], [list(references[i]) for i in ask], predictions)
+        report = self.judge(
+            [questions[i] for i in ask], [list(references[i]) for i in ask], predictions, None if tasks is None else [tasks[i] for i in ask]
+        )
         for i, verdict in zip(ask, report.verdicts):
             scores[i] = None if verdict is None else float(verdict)
         return scores, report

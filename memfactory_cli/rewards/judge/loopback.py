@@ -30,10 +30,15 @@ Script = Callable[[str, int], str]
 _PREDICTION = re.compile(r"^Predicted answer: (.*)$", re.M)
 _PREDICTIONS = re.compile(r"^Predicted answers:\n((?:\d+\. .*(?:\n|$))+)", re.M)
 _REFERENCES = re.compile(r"^Reference answers:\n((?:- .*\n)+)", re.M)
+# LongMemEval's prompts: "Correct Answer" / "Rubric" / "Explanation", then "Model Response"
+_LONGMEMEVAL = re.compile(r"\n\n(?:Correct Answer|Rubric|Explanation): (.*)\n\nModel Response: (.*)\n\n", re.S)
 
 
 def read_prompt(content: str) -> tuple[list[str], list[str]]:
     """(references, predictions) as the judge prompt states them; one prediction unless the prompt is groupwise."""
+    lme = _LONGMEMEVAL.search(content)
+    if lme is not None:
+        return [lme.group(1)], [lme.group(2)]
     refs = _REFERENCES.search(content)
     one, group = _PREDICTION.search(content), _PREDICTIONS.search(content)
     if refs is None:
@@ -163,6 +168,8 @@ class LoopbackJudge:
             return all(f" {r} " in f" {p} " for r in refs) if need_all else p in refs
 
         verdicts = [correct(p) for p in predictions]
+        if "Answer yes or no only." in content:  # LongMemEval: the response must contain the answer
+            return "yes" if any(f" {r} " in f" {normalize_answer(predictions[0])} " for r in refs) else "no"
         if "Output only True or False." in content:
             return str(verdicts[0])
         labels = ["CORRECT" if v else "WRONG" for v in verdicts]

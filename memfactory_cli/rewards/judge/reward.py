@@ -63,9 +63,15 @@ def llm_judge_reward(
 
 
 def judge_texts(
-    texts: list[Any], references: list[list[str]], questions: list[str], require_boxed: bool = True, **options: Any
+    texts: list[Any],
+    references: list[list[str]],
+    questions: list[str],
+    require_boxed: bool = True,
+    tasks: list[str | None] | None = None,
+    **options: Any,
 ) -> tuple[list[float | None], JudgeReport, dict[str, Any]]:
-    """For evaluation: scores, the batch report, and the judge's description for ``summary.json``."""
+    """For evaluation: scores, the batch report, and the judge's description for ``summary.json``. ``tasks``: each
+    row's question type for a per-task template (``longmemeval``)."""
     judge = get_judge(config_from(options))
-    scores, report = judge.score_completions(questions, references, texts, require_boxed)
+    scores, report = judge.score_completions(questions, references, texts, require_boxed, tasks)
     return scores, report, judge.describe()

@@ -115,6 +115,29 @@ same order, as JSON with the key "labels": a list of exactly {n} strings, each "
 {{"labels": ["CORRECT", "WRONG"]}}."""
 
 
+def parse_yes_no(text: str) -> bool | None:
+    """LongMemEval's verdict: ``yes`` / ``no`` (any case, optionally with a full stop), nothing else. (LongMemEval's
+    own script takes any reply containing "yes", so "no, not yes" would count as correct there.)"""
+    word = after_thinking(text).strip("`*\"' \n").removesuffix(".").lower()
+    return {"yes": True, "no": False}.get(word)
+
+
+# LongMemEval's answer-check prompts (xiaowu0162/LongMemEval src/evaluation/evaluate_qa.py, get_anscheck_prompt;
+# MIT License, Copyright (c) 2024 Di Wu), verbatim so the metric is LongMemEval's, by question type; "abstention" is
+# the prompt of its ``_abs`` questions.
+_LME_INTRO = "I will give you a question, a correct answer, and a response from a model. Please answer yes if the response contains the correct answer. Otherwise, answer no. If the response is equivalent to the correct answer or contains all the intermediate steps to get the correct answer, you should also answer yes. If the response only contains a subset of the information required by the answer, answer no. "
+_LME_BODY = "\n\nQuestion: {question}\n\nCorrect Answer: {answer}\n\nModel Response: {response}\n\nIs the model response correct? Answer yes or no only."
+LONGMEMEVAL_PROMPTS = {
+    "single-session-user": _LME_INTRO + _LME_BODY,
+    "temporal-reasoning": _LME_INTRO + "In addition, do not penalize off-by-one errors for the number of days. If the question asks for the number of days/weeks/months, etc., and the model makes off-by-one errors (e.g., predicting 19 days when the answer is 18), the model's response is still correct. " + _LME_BODY,
+    "knowledge-update": "I will give you a question, a correct answer, and a response from a model. Please answer yes if the response contains the correct answer. Otherwise, answer no. If the response contains some previous information along with an updated answer, the response should be considered as correct as long as the updated answer is the required answer." + _LME_BODY,
+    "single-session-preference": "I will give you a question, a rubric for desired personalized response, and a response from a model. Please answer yes if the response satisfies the desired response. Otherwise, answer no. The model does not need to reflect all the points in the rubric. The response is correct as long as it recalls and utilizes the user's personal information correctly.\n\nQuestion: {question}\n\nRubric: {answer}\n\nModel Response: {response}\n\nIs the model response correct? Answer yes or no only.",
+    "abstention": "I will give you an unanswerable question, an explanation, and a response from a model. Please answer yes if the model correctly identifies the question as unanswerable. The model could say that the information is incomplete, or some other information is given but the asked information is not.\n\nQuestion: {question}\n\nExplanation: {answer}\n\nModel Response: {response}\n\nDoes the model correctly identify the question as unanswerable? Answer yes or no only.",
+}
+for _task in ("single-session-assistant", "multi-session"):
+    LONGMEMEVAL_PROMPTS[_task] = LONGMEMEVAL_PROMPTS["single-session-user"]
+
+
 @dataclass(frozen=True)
 class Template:
     """A named prompt with its parser; ``version`` changes whenever the wording does, so old cache entries miss.
@@ -130,6 +153,8 @@ class Template:
     max_tokens: int
     groupwise: bool = False
     system: str = "You are an impartial judge."
+    # per-task prompts (LongMemEval: one per question type); a task not listed gets ``prompt``
+    by_task: dict[str, str] | None = None
 
     def key(self, match: str) -> str:
         return f"{self.name}/v{self.version}/{match}"
@@ -137,7 +162,13 @@ class Template:
     def budget(self, n: int) -> int:
         return self.max_tokens * n if self.groupwise else self.max_tokens
 
-    def messages(self, question: str, references: list[str], predictions: list[str], match: str) -> list[dict[str, str]]:
+    def messages(
+        self, question: str, references: list[str], predictions: list[str], match: str, task: str | None = None
+    ) -> list[dict[str, str]]:
+        if self.by_task is not None:  # LongMemEval: one user message, its own wording, one reference answer
+            (response,) = predictions
+            text = self.by_task.get(task or "", self.prompt).format(question=question, answer=" / ".join(references), response=response)
+            return [{"role": "user", "content": text}]
         fields = {"rule": MATCH_MODES[match], "question": question, "references": "\n".join(f"- {r}" for r in references)}
         if self.groupwise:
             fields.update(n=len(predictions), predictions="\n".join(f"{i}. {p}" for i, p in enumerate(predictions, 1)))
@@ -157,6 +188,12 @@ TEMPLATES = {
     "binary": Template("binary", 1, _BINARY_PROMPT, _single(parse_binary), max_tokens=16),
     "correct_wrong": Template("correct_wrong", 1, _CORRECT_WRONG_PROMPT, _single(parse_correct_wrong), max_tokens=160),
     "correct_wrong_group": Template("correct_wrong_group", 1, _GROUP_PROMPT, parse_labels, max_tokens=96, groupwise=True),
+    # LongMemEval's QA accuracy: the prompt of each question's type (``question_type``; ``abstention`` rows get the
+    # unanswerable-question prompt); an unknown type gets the single-session one. 10 tokens, as LongMemEval.
+    "longmemeval": Template(
+        "longmemeval", 1, LONGMEMEVAL_PROMPTS["single-session-user"], _single(parse_yes_no), max_tokens=10,
+        by_task=LONGMEMEVAL_PROMPTS,
+    ),
 }
 
 
