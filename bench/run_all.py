@@ -17,6 +17,7 @@ GOALS = {
     "overhead": "ratio <= 1.10",
     "logprobs": "ratio <= 0.5",
     "planner": "ratio <= 1.15",
+    "vllm": "ratio >= 3",
 }
 NOT_BENCHES = ("run_all.py", "gpu_smoke.py")  # gpu_smoke: a CUDA smoke run (bench/gpu_smoke.sh), no ratio
 EXTRA = ("baseline_exponent=",)

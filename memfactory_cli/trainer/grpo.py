@@ -43,6 +43,7 @@ from memfactory_cli.io import replace_dir
 from memfactory_cli.report import retention
 from memfactory_cli.trainer.checkpoints import EpochSeededSampler, staging_dir
 from memfactory_cli.trainer.trl_patches import lean_cpu_logprob_tiles, score_only_completion_positions
+from memfactory_cli.trainer.vllm_sync import adopt_cpu_weight_sync, cpu_engine_settings
 
 PHASES = ("generate", "reward")
 
@@ -244,7 +245,9 @@ class MemGRPOTrainer(GRPOTrainer):
         self._phase_seconds = dict.fromkeys(PHASES, 0.0)
         self._staging: Path | None = None  # set while a checkpoint is being written
         score_only_completion_positions()
-        super().__init__(*args, rollout_func=self._rollout, **kwargs)
+        with cpu_engine_settings(kwargs.get("args"), kwargs.get("model")):
+            super().__init__(*args, rollout_func=self._rollout, **kwargs)
+        adopt_cpu_weight_sync(self)
         lean_cpu_logprob_tiles(self.accelerator.device)
 
     # -- generation -------------------------------------------------------------------------------------------

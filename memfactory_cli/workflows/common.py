@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from memfactory_cli.config.schema import EvalConfig, GenerationConfig, ModelConfig, RecipeConfig
-from memfactory_cli.generation.base import HFGenerator, SamplingParams
+from memfactory_cli.generation.base import Generator, HFGenerator, SamplingParams
+from memfactory_cli.generation.vllm import VLLMEngine, VLLMGenerator, load_engine
 from memfactory_cli.models.loading import load_model, load_tokenizer, resolve_device, resolve_model_path
 from memfactory_cli.registry import registry
 
@@ -61,9 +62,28 @@ def eval_sampling(ev: EvalConfig) -> SamplingParams:
     return SamplingParams(do_sample=True, temperature=ev.temperature, top_p=ev.top_p)
 
 
-def eval_generator(model: Any, tokenizer: Any, ev: EvalConfig, gen: GenerationConfig | None = None, autocast: Any = "auto") -> HFGenerator:
+def inference_model(cfg: RecipeConfig, policy: Policy) -> Any:
+    """What ``eval``, ``infer`` and ``serve`` generate with: ``policy.load()``, or, with ``generation.backend: vllm``,
+    a vLLM engine over the same folder in the same dtype (no HF weights loaded)."""
+    if cfg.generation.backend != "vllm":
+        return policy.load()
+    g = cfg.generation
+    return load_engine(
+        policy.path, policy.tokenizer, policy.model_cfg.dtype, policy.device, g.vllm_max_model_length,
+        g.vllm_gpu_memory_utilization, cfg.trainer.seed,
+    )
+
+
+def make_generator(
+    model: Any, tokenizer: Any, sampling: SamplingParams, max_batch: int | None, kv_budget: Any = "auto", autocast: Any = "auto"
+) -> Generator:
+    """A generator over an HF model (KV-bounded batches) or a :class:`VLLMEngine` (which schedules its own batches)."""
+    if isinstance(model, VLLMEngine):
+        return VLLMGenerator(model, sampling)
+    return HFGenerator(model, tokenizer, sampling, max_batch=max_batch, kv_budget=kv_budget, autocast=autocast)
+
+
+def eval_generator(model: Any, tokenizer: Any, ev: EvalConfig, gen: GenerationConfig | None = None, autocast: Any = "auto") -> Generator:
     """Greedy or sampled eval generation, at most ``eval.batch_size`` sequences and ``gen.kv_cache_budget`` a batch."""
     gen = gen or GenerationConfig()
-    return HFGenerator(
-        model, tokenizer, eval_sampling(ev), max_batch=ev.batch_size, kv_budget=gen.kv_cache_budget, autocast=autocast
-    )
+    return make_generator(model, tokenizer, eval_sampling(ev), ev.batch_size, gen.kv_cache_budget, autocast)

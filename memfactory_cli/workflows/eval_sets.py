@@ -20,10 +20,10 @@ from memfactory_cli.config import load_recipe
 from memfactory_cli.config.schema import EvalConfig, RecipeConfig
 from memfactory_cli.data.sources import NeedsTokenizer, load_rows, set_source
 from memfactory_cli.errors import UserError
-from memfactory_cli.generation.base import HFGenerator, SamplingParams
+from memfactory_cli.generation.base import SamplingParams
 from memfactory_cli.io import append_jsonl, atomic_write_text, cut_torn_tail, ensure_writable_dir, read_jsonl
 from memfactory_cli.report.retention import summarise_records
-from memfactory_cli.workflows.common import build_env, load_policy
+from memfactory_cli.workflows.common import build_env, inference_model, load_policy, make_generator
 from memfactory_cli.workflows.evaluate import rollout_pairs, summarise, summarise_groups, unscored
 
 Key = tuple[str, str, int, int]
@@ -271,12 +271,8 @@ def _run(
         lm = None
         for name in set_names:
             if any((name, label, q, s) not in log for q in range(len(rows[name])) for s in range(k)) and lm is None:
-                lm = policy.load()
-            generator = (
-                HFGenerator(lm, tokenizer, sampling, max_batch=cfg.eval.batch_size, kv_budget=cfg.generation.kv_cache_budget)
-                if lm is not None
-                else _NoGenerator(sampling)
-            )
+                lm = inference_model(cfg, policy)
+            generator = make_generator(lm, tokenizer, sampling, cfg.eval.batch_size, cfg.generation.kv_cache_budget) if lm is not None else _NoGenerator(sampling)
             set_seed(cfg.trainer.seed)
             entries.append(evaluate_set(log, name, label, rows[name], agent, env, generator, cfg, k, progress))
             write_summary(out_dir, entries)

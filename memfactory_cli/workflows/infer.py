@@ -17,7 +17,7 @@ from memfactory_cli.agents.base import Request
 from memfactory_cli.config import load_recipe
 from memfactory_cli.errors import UserError
 from memfactory_cli.io import read_jsonl, read_text_file
-from memfactory_cli.workflows.common import build_env, eval_generator, load_policy
+from memfactory_cli.workflows.common import build_env, eval_generator, inference_model, load_policy
 
 
 def write_html(path: str, records: list[dict[str, Any]], title: str) -> Path:
@@ -75,7 +75,7 @@ def run(
     if not question.strip():
         raise UserError("--question must not be empty")
     policy = load_policy(cfg, model)
-    agent, tokenizer, lm = policy.agent, policy.tokenizer, policy.load()
+    agent, tokenizer, lm = policy.agent, policy.tokenizer, inference_model(cfg, policy)
     request = Request(question, context, list(references or []))
     (response,) = agent.respond(request, eval_generator(lm, tokenizer, cfg.eval, cfg.generation))
     trajectory = response.trajectory

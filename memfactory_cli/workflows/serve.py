@@ -31,8 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from memfactory_cli.agents.base import BaseAgent, Request
 from memfactory_cli.config import load_recipe
 from memfactory_cli.errors import UserError
-from memfactory_cli.generation.base import HFGenerator, SamplingParams
-from memfactory_cli.workflows.common import eval_sampling, load_policy
+from memfactory_cli.generation.base import Generator, SamplingParams
+from memfactory_cli.workflows.common import eval_sampling, inference_model, load_policy, make_generator
 
 MODES = ("agent", "model")
 MAX_TOKENS_CAP = 8192
@@ -119,7 +119,7 @@ class Service:
         if req.stream:
             raise ApiError(400, "stream=true is not supported", param="stream")
         budget = req.max_completion_tokens or req.max_tokens
-        generator = HFGenerator(self.model, self.tokenizer, self._sampling(req), max_batch=self.max_batch)
+        generator = make_generator(self.model, self.tokenizer, self._sampling(req), self.max_batch)
         with self.lock:
             texts, finished, usage, extra = (self._agent if self.mode == "agent" else self._bare)(req, generator, budget)
         choices = [
@@ -136,7 +136,7 @@ class Service:
             "memfactory": {"mode": self.mode, **extra},
         }
 
-    def _bare(self, req: ChatRequest, generator: HFGenerator, budget: int | None):
+    def _bare(self, req: ChatRequest, generator: Generator, budget: int | None):
         messages = [{"role": m.role, "content": m.text} for m in req.messages]
         settings = self.agent.answer_settings()
         try:
@@ -151,7 +151,7 @@ class Service:
         finished = [bool(c) and c[-1] in stop for c in completions]
         return texts, finished, (len(prompt), sum(len(c) for c in completions)), {}
 
-    def _agent(self, req: ChatRequest, generator: HFGenerator, budget: int | None):
+    def _agent(self, req: ChatRequest, generator: Generator, budget: int | None):
         document, question = split_document(req.messages)
         responses = self.agent.respond(Request(question, document), generator, budget, n=req.n)
         usage = (sum(r.usage[0] for r in responses), sum(r.usage[1] for r in responses))
@@ -217,7 +217,7 @@ def build_service(recipe: str | None, overrides: list[str], model: str | None, m
     if problem:
         raise UserError(f"agent '{cfg.agent.name}' cannot serve requests: {problem}")
     served = name or policy.model_cfg.name_or_path.rstrip("/").split("/")[-1]
-    lm = policy.load()
+    lm = inference_model(cfg, policy)
     return Service(served, mode, lm, policy.tokenizer, policy.agent, eval_sampling(cfg.eval), max_batch=cfg.eval.batch_size)
 
 

@@ -28,6 +28,7 @@ from memfactory_cli.trainer.config import (
     resolve_bf16,
     world_size,
 )
+from memfactory_cli.trainer.vllm_sync import synced_engine
 from memfactory_cli.workflows import launch
 from memfactory_cli.workflows.common import build_agent, build_env, eval_generator, load_policy
 from memfactory_cli.workflows.resume import prepare_run_dir
@@ -128,9 +129,10 @@ def _evaluate(run: TrainingRun) -> dict[str, Any]:
     was_training = model.training
     model.eval()
     try:
+        engine = synced_engine(run.trainer) if run.trainer.use_vllm else model  # the rollouts' own engine
         # the training compute dtype: the model is not (yet) accelerate-prepared, so its forward is not autocast
         autocast = torch.bfloat16 if run.trainer.args.bf16 else None
-        generator = eval_generator(model, run.tokenizer, run.cfg.eval, run.cfg.generation, autocast=autocast)
+        generator = eval_generator(engine, run.tokenizer, run.cfg.eval, run.cfg.generation, autocast=autocast)
         return evaluate_rows(run.agent, run.env, run.eval_rows, generator, batch_questions=run.cfg.eval.batch_size)
     finally:
         model.train(was_training)
