@@ -173,3 +173,16 @@ def test_rewards_and_the_judge_give_none_without_gold():
     with LoopbackJudge() as judge:
         scores, _, _ = judge_texts(["\\boxed{Lisbon}"], [[" "]], ["q"], base_url=judge.base_url, model="j", cache=False)
         assert scores == [None] and judge.requests == 0
+
+
+def test_a_training_judge_that_requires_boxed_answers_is_refused_for_memory_r1(tmp_path):
+    """Training rewards see Memory-R1's raw replies, which are never boxed: a judge reward requiring ``\\boxed{}``
+    would score every one 0 without a call. ``check`` refuses that recipe and names the fix."""
+    from memfactory_cli.workflows.check import run_checks
+
+    judge = "{name: llm_judge, weight: 1.0, args: {backend: hf, model: tiny-qwen3-bpe%s}}"
+    base = ["agent.modules.retriever.name=bm25", f"output.dir={tmp_path / 'run'}"]
+    report = run_checks(load_recipe(RECIPE, [*base, "rewards=[" + judge % "" + "]"]), "train", strict=False)
+    assert [p for p in report.problems if "require_boxed=false" in p], report.problems
+    report = run_checks(load_recipe(RECIPE, [*base, "rewards=[" + judge % ", require_boxed: false" + "]"]), "train", strict=False)
+    assert not [p for p in report.problems if "require_boxed" in p], report.problems

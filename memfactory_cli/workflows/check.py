@@ -127,10 +127,23 @@ def _reward_problems(report: CheckReport, cfg: RecipeConfig) -> None:
             continue
         if spec.name == "llm_judge" and (problem := judge_problem(dict(spec.args), f"{where} (llm_judge)")):
             report.problems.append(problem)
+        if spec.name == "llm_judge" and spec.args.get("require_boxed", True) and _answers_parsed(cfg):
+            report.problems.append(
+                f"{where} (llm_judge): env '{cfg.env.name}' answers without \\boxed{{}}, so a judge that requires it "
+                f"would score every completion 0 without asking; set {where}.args.require_boxed=false"
+            )
     names = [spec.name.rsplit(":", 1)[-1] for spec in cfg.rewards]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         report.problems.append(f"rewards: '{twice[0]}' is listed twice")
+
+
+def _answers_parsed(cfg: RecipeConfig) -> bool:
+    """Whether the recipe's env answers in plain text (Memory-R1's ``**Answer:**``), never in ``\\boxed{}``."""
+    try:
+        return bool(getattr(registry("env").get(cfg.env.name), "answers_parsed", False))
+    except UserError:
+        return False  # an unknown env is reported by its own check
 
 
 def _trainer_problems(report: CheckReport, cfg: RecipeConfig) -> None:
