@@ -11,6 +11,7 @@ class Env(Protocol):
     """A data source and its answer metrics: rows per split, the TRL dataset, and how an answer is scored."""
 
     group_by: str | None  # a row field (dotted path) every eval metric is also reported by; None: overall only
+    answers_parsed: bool  # answers are plain text (Memory-R1's after **Answer:**), never \boxed{}: judges take them as they are
 
     def __init__(self, data: DataConfig) -> None: ...
 

@@ -27,6 +27,7 @@ RETRIEVAL_METRICS = tuple(
 
 @register("env", "multi_session")
 class MultiSessionEnv:
+    answers_parsed = False
     group_by = "question_type"  # evaluations also report every metric per LongMemEval question type
 
     def __init__(self, data: DataConfig):

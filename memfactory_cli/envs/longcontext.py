@@ -16,6 +16,7 @@ RULER_METRICS = ("string_match_all",)
 @register("env", "longcontext")
 class LongcontextEnv:
     group_by = None
+    answers_parsed = False
 
     def __init__(self, data: DataConfig):
         self.data = data

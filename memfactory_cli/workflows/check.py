@@ -141,7 +141,7 @@ def _reward_problems(report: CheckReport, cfg: RecipeConfig) -> None:
 def _answers_parsed(cfg: RecipeConfig) -> bool:
     """Whether the recipe's env answers in plain text (Memory-R1's ``**Answer:**``), never in ``\\boxed{}``."""
     try:
-        return bool(getattr(registry("env").get(cfg.env.name), "answers_parsed", False))
+        return bool(registry("env").get(cfg.env.name).answers_parsed)
     except UserError:
         return False  # an unknown env is reported by its own check
 

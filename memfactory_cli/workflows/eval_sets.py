@@ -121,7 +121,7 @@ def _judge_scores(rows: list[dict[str, Any]], options: dict[str, Any], env: Any,
     from memfactory_cli.rewards.judge import judge_texts
 
     args = {"match": "all" if ruler else "any", **options}
-    if getattr(env, "answers_parsed", False):
+    if env.answers_parsed:
         args["require_boxed"] = False
     tasks = ["abstention" if r.get("abstention") else r.get("question_type") for r in rows]  # the longmemeval template's
     scores, _, _ = judge_texts([r["answer"] for r in rows], [r["answers"] for r in rows], [r["question"] for r in rows], tasks=tasks, **args)
