@@ -29,7 +29,7 @@ demo: install
 	$(BIN)/memfactory train recipes/memagent_smollm2_cpu.yaml
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
