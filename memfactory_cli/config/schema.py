@@ -105,7 +105,7 @@ class TrainerConfig:
     gradient_accumulation_steps: int = _help("Micro-batches per optimizer step (rows are split evenly across them).", 1)
     learning_rate: float = _help("Peak learning rate.", 1e-6)
     # transformers' SchedulerType values (tests/test_trl_surface.py fails when the installed transformers differs);
-    # declared here so a typo is refused before the 5-8 s import of transformers' Trainer stack
+    # declared here so a typo is refused without importing transformers' Trainer stack
     lr_scheduler_type: Literal[
         "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
         "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay", "greedy",

@@ -3,8 +3,8 @@
 This is TRL's ``<algo>_config.py`` next to ``<algo>_trainer.py``: everything that turns a typed recipe into the
 arguments of :class:`~memfactory_cli.trainer.grpo.MemGRPOTrainer` lives here, in the trainer layer, so that the
 workflows only orchestrate (and ``check`` can run the same derivations without building anything). TRL itself is
-imported only by ``grpo_args`` (``trainer/grpo_config.py``), so ``check`` and a recipe with a typo fail in about a
-second rather than after TRL's 5-8 s import.
+imported only by ``grpo_args`` (``trainer/grpo_config.py``): ``check``, and ``train`` on a recipe with a typo, then
+report it without importing transformers' Trainer stack (3.4 s instead of 5.7 s on 2 quiet cores, transformers 5.24).
 
 Generation backend. ``generation.backend: vllm`` maps onto ``GRPOConfig``'s own vLLM fields; TRL builds the engine
 (``colocate``: one ``vllm.LLM`` inside every training process; ``server``: a client of ``trl vllm-serve`` running on
@@ -34,7 +34,7 @@ from memfactory_cli.errors import UserError
 from memfactory_cli.generation.vllm import INSTALL_HINT as VLLM_INSTALL_HINT
 from memfactory_cli.generation.vllm import vllm_installed
 
-if TYPE_CHECKING:  # TRL's config module imports transformers' Trainer stack (5-8 s): only grpo_args needs it
+if TYPE_CHECKING:  # TRL's config module imports transformers' Trainer stack and peft: only grpo_args needs it
     from memfactory_cli.trainer.grpo_config import MemGRPOConfig
 
 
